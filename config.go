@@ -1,0 +1,168 @@
+package chatauth
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+)
+
+// Store kinds accepted in STORE.
+const (
+	storeFirestore = "firestore"
+	storeLocal     = "local"
+)
+
+// Config is the function's whole configuration, read from the environment
+// in one place (loadConfig). Handlers never read the environment.
+type Config struct {
+	Project           string   // GOOGLE_CLOUD_PROJECT
+	ClientSecrets     string   // CLIENT_SECRETS: secret reference to the OAuth client JSON
+	WebhookSecrets    string   // WEBHOOK_SECRETS: secret reference, one HMAC secret per line
+	RedirectURL       string   // REDIRECT_URL: the exact OAuthCallback URL registered on the client
+	PublicURL         string   // PUBLIC_URL: base URL of the functions, for authorizeUrl links
+	AllowedAudiences  []string // ALLOWED_AUDIENCES
+	TrustedCallers    []string // TRUSTED_CALLERS
+	Store             string   // STORE: firestore or local
+	DataDir           string   // DATA_DIR: the embedded store's directory
+	FirestoreDatabase string   // FIRESTORE_DATABASE
+	ChatEndpoint      string   // CHAT_API_ENDPOINT: empty means Google's
+	RevokeURL         string   // OAUTH_REVOKE_URL
+	Deployed          bool     // K_SERVICE is set: running on Cloud Functions / Cloud Run
+}
+
+// Google's token revocation endpoint.
+const googleRevokeURL = "https://oauth2.googleapis.com/revoke"
+
+// loadConfig reads the configuration with getenv (os.Getenv in production,
+// a map in tests). Its error names every missing or invalid variable at
+// once, so an operator fixes a deployment in one go.
+func loadConfig(getenv func(string) string) (Config, error) {
+	get := func(k string) string { return strings.TrimSpace(getenv(k)) }
+	c := Config{
+		Project:           get("GOOGLE_CLOUD_PROJECT"),
+		ClientSecrets:     get("CLIENT_SECRETS"),
+		WebhookSecrets:    get("WEBHOOK_SECRETS"),
+		RedirectURL:       get("REDIRECT_URL"),
+		PublicURL:         strings.TrimRight(get("PUBLIC_URL"), "/"),
+		AllowedAudiences:  splitList(get("ALLOWED_AUDIENCES")),
+		TrustedCallers:    splitList(strings.ToLower(get("TRUSTED_CALLERS"))),
+		Store:             get("STORE"),
+		DataDir:           get("DATA_DIR"),
+		FirestoreDatabase: get("FIRESTORE_DATABASE"),
+		ChatEndpoint:      get("CHAT_API_ENDPOINT"),
+		RevokeURL:         get("OAUTH_REVOKE_URL"),
+		Deployed:          get("K_SERVICE") != "",
+	}
+	if c.Store == "" {
+		c.Store = storeFirestore
+	}
+	if c.FirestoreDatabase == "" {
+		c.FirestoreDatabase = "(default)"
+	}
+	if c.RevokeURL == "" {
+		c.RevokeURL = googleRevokeURL
+	}
+	if c.DataDir == "" {
+		c.DataDir = ".chatauth"
+	}
+
+	var missing, invalid []string
+	need := func(name, v string) {
+		if v == "" {
+			missing = append(missing, name)
+		}
+	}
+	need("CLIENT_SECRETS", c.ClientSecrets)
+	need("REDIRECT_URL", c.RedirectURL)
+	need("PUBLIC_URL", c.PublicURL)
+	switch c.Store {
+	case storeFirestore:
+		need("GOOGLE_CLOUD_PROJECT", c.Project)
+	case storeLocal:
+		if c.Deployed {
+			invalid = append(invalid, `STORE: "local" keeps tokens on an instance's disk, which Cloud Functions discards; deployed, the store is always "firestore"`)
+		}
+	default:
+		invalid = append(invalid, fmt.Sprintf("STORE: %q is not a store; use %q or %q", c.Store, storeFirestore, storeLocal))
+	}
+	if c.WebhookSecrets == "" && len(c.AllowedAudiences) == 0 {
+		missing = append(missing, "WEBHOOK_SECRETS (or ALLOWED_AUDIENCES, when only Google ID tokens call)")
+	}
+	if c.RedirectURL != "" {
+		if err := checkBaseURL(c.RedirectURL, true); err != nil {
+			invalid = append(invalid, "REDIRECT_URL: "+err.Error())
+		}
+	}
+	if c.PublicURL != "" {
+		if err := checkBaseURL(c.PublicURL, false); err != nil {
+			invalid = append(invalid, "PUBLIC_URL: "+err.Error())
+		}
+	}
+	for name, v := range map[string]string{"CHAT_API_ENDPOINT": c.ChatEndpoint, "OAUTH_REVOKE_URL": c.RevokeURL} {
+		if v != "" {
+			if err := checkBaseURL(v, false); err != nil {
+				invalid = append(invalid, name+": "+err.Error())
+			}
+		}
+	}
+
+	var errs []string
+	if len(missing) > 0 {
+		errs = append(errs, "missing "+strings.Join(missing, ", "))
+	}
+	errs = append(errs, invalid...)
+	if len(errs) > 0 {
+		return c, &ConfigError{Problems: errs}
+	}
+	return c, nil
+}
+
+// ConfigError reports everything wrong with the configuration at once.
+type ConfigError struct {
+	Problems []string
+}
+
+func (e *ConfigError) Error() string {
+	return "chatauth configuration: " + strings.Join(e.Problems, "; ")
+}
+
+// checkBaseURL accepts an absolute https URL, or an http URL on a loopback
+// host (local runs and tests). A redirect URL must also name a path and may
+// carry no fragment, as Google requires.
+func checkBaseURL(raw string, redirect bool) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		return errors.New("must be an absolute http(s) URL")
+	}
+	if u.Scheme == "http" && !isLoopback(u.Hostname()) {
+		return errors.New("must use https (http is accepted only for localhost)")
+	}
+	if u.Fragment != "" || u.User != nil {
+		return errors.New("must not carry a fragment or user info")
+	}
+	if redirect && (u.Path == "" || u.Path == "/") {
+		return errors.New("must be the full OAuthCallback URL, e.g. https://REGION-PROJECT.cloudfunctions.net/OAuthCallback")
+	}
+	return nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// splitList splits a comma-separated list, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

@@ -1,0 +1,256 @@
+package chatauth
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chatauth/chatauth/internal/fakegoogle"
+	"github.com/chatauth/chatauth/internal/fakesecretmanager"
+)
+
+func envMap(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+// TestConfigMissing: one error names every missing variable.
+func TestConfigMissing(t *testing.T) {
+	_, err := loadConfig(envMap(nil))
+	var ce *ConfigError
+	if !errors.As(err, &ce) {
+		t.Fatalf("got %v, want a *ConfigError", err)
+	}
+	for _, name := range []string{"GOOGLE_CLOUD_PROJECT", "CLIENT_SECRETS", "REDIRECT_URL", "PUBLIC_URL", "WEBHOOK_SECRETS"} {
+		if !strings.Contains(err.Error(), name) {
+			t.Errorf("error %q does not name %s", err, name)
+		}
+	}
+}
+
+func TestConfig(t *testing.T) {
+	valid := map[string]string{
+		"GOOGLE_CLOUD_PROJECT": "p",
+		"CLIENT_SECRETS":       "projects/p/secrets/client/versions/latest",
+		"WEBHOOK_SECRETS":      "projects/p/secrets/webhook/versions/latest",
+		"REDIRECT_URL":         "https://europe-west1-p.cloudfunctions.net/OAuthCallback",
+		"PUBLIC_URL":           "https://europe-west1-p.cloudfunctions.net/",
+		"K_SERVICE":            "oauthcallback",
+	}
+	with := func(k, v string) map[string]string {
+		m := map[string]string{}
+		for a, b := range valid {
+			m[a] = b
+		}
+		m[k] = v
+		return m
+	}
+	t.Run("valid deployed", func(t *testing.T) {
+		c, err := loadConfig(envMap(valid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Store != storeFirestore || c.FirestoreDatabase != "(default)" || c.RevokeURL != googleRevokeURL || !c.Deployed {
+			t.Errorf("defaults: got store %q database %q revoke %q deployed %v", c.Store, c.FirestoreDatabase, c.RevokeURL, c.Deployed)
+		}
+		if c.PublicURL != "https://europe-west1-p.cloudfunctions.net" {
+			t.Errorf("PUBLIC_URL: got %q, want it without the trailing slash", c.PublicURL)
+		}
+	})
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		want string // in the error
+	}{
+		{"local store deployed", with("STORE", "local"), `deployed, the store is always "firestore"`},
+		{"unknown store", with("STORE", "redis"), `STORE: "redis" is not a store`},
+		{"http redirect", with("REDIRECT_URL", "http://example.com/OAuthCallback"), "REDIRECT_URL: must use https"},
+		{"redirect without path", with("REDIRECT_URL", "https://example.com"), "REDIRECT_URL: must be the full OAuthCallback URL"},
+		{"relative public URL", with("PUBLIC_URL", "/functions"), "PUBLIC_URL: must be an absolute"},
+		{"only ID tokens, no audiences", with("WEBHOOK_SECRETS", ""), "WEBHOOK_SECRETS"},
+		{"project missing", with("GOOGLE_CLOUD_PROJECT", ""), "missing GOOGLE_CLOUD_PROJECT"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := loadConfig(envMap(tc.env))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+	t.Run("ID tokens only", func(t *testing.T) {
+		env := with("WEBHOOK_SECRETS", "")
+		env["ALLOWED_AUDIENCES"] = "https://a.example/CreateSpace, https://b.example"
+		c, err := loadConfig(envMap(env))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(c.AllowedAudiences) != 2 {
+			t.Errorf("ALLOWED_AUDIENCES: got %q, want two", c.AllowedAudiences)
+		}
+	})
+	t.Run("local without project", func(t *testing.T) {
+		env := with("STORE", "local")
+		delete(env, "GOOGLE_CLOUD_PROJECT")
+		delete(env, "K_SERVICE")
+		env["REDIRECT_URL"] = "http://localhost:8080/OAuthCallback"
+		if _, err := loadConfig(envMap(env)); err != nil {
+			t.Errorf("local store, no project, http on localhost: %v", err)
+		}
+	})
+}
+
+// TestClientSecrets covers the client JSON's accepted shapes and the
+// errors for the others, which must never quote the secret.
+func TestClientSecrets(t *testing.T) {
+	g, err := fakegoogle.New(fakegoogle.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	for _, kind := range []string{"web", "installed"} {
+		cs, err := parseClientSecrets(g.ClientJSON(kind))
+		if err != nil || cs.ClientID != g.ClientID() || cs.ClientSecret != g.ClientSecret() || cs.TokenURI == "" || cs.AuthURI == "" {
+			t.Errorf("%s client JSON: got %+v, %v", kind, cs, err)
+		}
+	}
+	const secret = "GOCSPX-very-secret-value"
+	for _, tc := range []struct{ name, json, want string }{
+		{"not JSON", `{"web": {"client_secret": "` + secret + `"`, "not valid JSON"},
+		{"service account key", `{"type":"service_account","private_key":"` + secret + `"}`, `single "web" or "installed" property`},
+		{"both kinds", `{"web":{},"installed":{}}`, `single "web" or "installed" property`},
+		{"array", `["` + secret + `"]`, `expected a JSON object`},
+		{"fields missing", `{"web":{"client_id":"x","client_secret":"` + secret + `"}}`, "lacks auth_uri, token_uri"},
+		{"wrong types", `{"web":{"client_id":1,"client_secret":"` + secret + `"}}`, "not an object of strings"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parseClientSecrets([]byte(tc.json))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got %v, want an error containing %q", err, tc.want)
+			}
+			if err != nil && strings.Contains(err.Error(), secret) {
+				t.Errorf("the error quotes the secret: %v", err)
+			}
+		})
+	}
+}
+
+func TestWebhookSecrets(t *testing.T) {
+	got, err := parseWebhookSecrets([]byte("\n  0123456789abcdef0123  \n\nfedcba9876543210fedc\n"))
+	if err != nil || len(got) != 2 || string(got[0]) != "0123456789abcdef0123" {
+		t.Errorf("two secrets: got %q, %v", got, err)
+	}
+	for _, bad := range []string{"", "\n \n", "short"} {
+		if _, err := parseWebhookSecrets([]byte(bad)); err == nil {
+			t.Errorf("%q: got no error", bad)
+		}
+	}
+}
+
+// TestSecretManager reads both secrets through the real Secret Manager
+// client from the fake, and shows that a failed cold start is not kept:
+// while the service is down requests get 503, and the first request after
+// it is back succeeds on the same instance.
+func TestSecretManager(t *testing.T) {
+	sm, err := fakesecretmanager.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sm.Close()
+	base := startFramework(t)
+	g, err := fakegoogle.New(fakegoogle.Options{AutoConsent: true, RedirectURIs: []string{base + "/OAuthCallback"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	clientRef := sm.Put("projects/p/secrets/oauth-client", g.ClientJSON("web"))
+	webhookRef := sm.Put("projects/p/secrets/webhook", []byte(testWebhookSecret))
+	cfg := Config{
+		ClientSecrets: clientRef, WebhookSecrets: webhookRef,
+		RedirectURL: base + "/OAuthCallback", PublicURL: base,
+		Store: storeLocal, DataDir: filepath.Join(t.TempDir(), "data"),
+	}
+
+	t.Run("checksum", func(t *testing.T) {
+		r := &secretReader{opts: sm.ClientOptions()}
+		defer r.close()
+		if got, err := r.read(t.Context(), webhookRef); err != nil || string(got) != testWebhookSecret {
+			t.Fatalf("read: got %q, %v", got, err)
+		}
+		bad := sm.Put("projects/p/secrets/corrupt", []byte("x"))
+		sm.CorruptChecksum(bad)
+		if _, err := r.read(t.Context(), bad); err == nil || !strings.Contains(err.Error(), "checksum") {
+			t.Errorf("corrupted payload: got %v, want a checksum error", err)
+		}
+		if _, err := r.read(t.Context(), "projects/p/secrets/absent/versions/1"); err == nil || errors.Is(err, errSecretsUnavailable) {
+			t.Errorf("absent secret: got %v, want a permanent error", err)
+		}
+	})
+
+	t.Run("cold start retried", func(t *testing.T) {
+		inst := &instance{log: newLogger(&syncBuffer{}), build: func(ctx context.Context) (*server, error) {
+			return newServer(ctx, cfg, serverOptions{secretManager: sm.ClientOptions(), secretWait: time.Second})
+		}}
+		defaultInstance.srv.Store(nil)
+		old := defaultInstance.build
+		defaultInstance.build = inst.build
+		t.Cleanup(func() {
+			defaultInstance.build = old
+			if s := defaultInstance.srv.Swap(nil); s != nil {
+				s.close()
+			}
+		})
+		sm.SetUnavailable(true)
+		req, _ := http.NewRequest(http.MethodGet, base+"/OAuthStart", nil)
+		req.Header.Set("Accept", "application/json")
+		resp, err := noRedirects.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkJSONError(t, resp, 503, statusUnavailable)
+		resp.Body.Close()
+		if resp.Header.Get("Retry-After") == "" {
+			t.Error("503 without Retry-After")
+		}
+		sm.SetUnavailable(false)
+		resp, err = noRedirects.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusFound {
+			t.Errorf("after Secret Manager recovered: got %d, want 302 (the instance kept its failure)", resp.StatusCode)
+		}
+	})
+}
+
+// TestBuildFromEnvMisconfigured: a deployment with a missing variable
+// answers 500 with a message that sends the operator to the logs, and the
+// logs name the variable.
+func TestBuildFromEnvMisconfigured(t *testing.T) {
+	for _, k := range []string{"GOOGLE_CLOUD_PROJECT", "CLIENT_SECRETS", "REDIRECT_URL", "PUBLIC_URL", "WEBHOOK_SECRETS", "ALLOWED_AUDIENCES", "STORE"} {
+		t.Setenv(k, "")
+		os.Unsetenv(k)
+	}
+	logs := &syncBuffer{}
+	inst := &instance{build: buildFromEnv, log: newLogger(logs)}
+	rec := httptest.NewRecorder()
+	req, _ := http.NewRequest(http.MethodGet, "/OAuthStart", nil)
+	req.Header.Set("Accept", "application/json")
+	inst.handler(registered[0])(rec, req)
+	if rec.Code != 500 || !strings.Contains(rec.Body.String(), "function's logs") {
+		t.Errorf("got %d %s, want 500 pointing at the logs", rec.Code, rec.Body.String())
+	}
+	for _, name := range []string{"CLIENT_SECRETS", "REDIRECT_URL", "GOOGLE_CLOUD_PROJECT"} {
+		if !strings.Contains(logs.String(), name) {
+			t.Errorf("the log does not name %s: %s", name, logs.String())
+		}
+	}
+	if !strings.Contains(logs.String(), `"severity":"ERROR"`) {
+		t.Errorf("the failure is not logged at ERROR: %s", logs.String())
+	}
+}

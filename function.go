@@ -1,0 +1,274 @@
+// Package chatauth is a Google Cloud Function that holds Google Chat user
+// consent and acts on it: OAuthStart and OAuthCallback run Google's OAuth
+// 2.0 web-server flow and keep the user's refresh token in Firestore, and
+// the webhook functions act as that user through the Chat API.
+//
+// init only registers the functions; everything that dials (Secret
+// Manager, Firestore) is built on the first request and kept for the life
+// of the instance, and a failed build is retried by the next request.
+package chatauth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/GoogleCloudPlatform/functions-framework-go/functions"
+	"golang.org/x/oauth2"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/api/option"
+)
+
+// function is one registered HTTP function.
+type function struct {
+	name string
+	// handle serves the request; a returned error is answered by the one
+	// error mapping (asError).
+	handle func(s *server, w http.ResponseWriter, r *http.Request) error
+	// browser marks functions a person opens in a browser: their errors are
+	// HTML pages unless the client asks for JSON.
+	browser bool
+}
+
+// registered lists every function this package serves, in one place, so
+// that deployment files and tests can be checked against it.
+var registered = []function{
+	{"OAuthStart", (*server).handleStart, true},
+	{"OAuthCallback", (*server).handleCallback, true},
+}
+
+// defaultInstance is the per-instance server, built on first use from the
+// environment.
+var defaultInstance = &instance{build: buildFromEnv, log: newLogger(os.Stderr)}
+
+func init() {
+	for _, f := range registered {
+		functions.HTTP(f.name, defaultInstance.handler(f))
+	}
+}
+
+// tokenStore keeps consents and pending states. Implementations:
+// firestoreStore (deployed) and localStore (cmd/local).
+//
+// Its rules: consumeState returns a state to exactly one caller, however
+// many race; updateToken applies fn atomically against concurrent writers
+// (fn may run more than once and must not call out of the process, and a
+// nil result writes nothing); missing records are reported as errors that
+// satisfy errors.Is(err, errNotFound); an unreachable store as
+// errStoreUnavailable.
+type tokenStore interface {
+	putState(ctx context.Context, key string, st *stateRecord) error
+	consumeState(ctx context.Context, key string) (*stateRecord, error)
+	getToken(ctx context.Context, sub string) (*tokenRecord, error)
+	tokenByEmail(ctx context.Context, email string) (*tokenRecord, error)
+	updateToken(ctx context.Context, sub string, fn func(cur *tokenRecord) (*tokenRecord, error)) error
+	deleteToken(ctx context.Context, sub string) error
+	close() error
+}
+
+// server holds every dependency of the handlers. Tests build it with
+// newServer and fakes; production builds it once per instance.
+type server struct {
+	cfg            Config
+	store          tokenStore
+	oauth          *oauth2.Config
+	client         *clientSecrets
+	webhookSecrets [][]byte
+	http           *http.Client // one keep-alive transport for Google's endpoints
+	now            func() time.Time
+	log            *slog.Logger
+	secrets        *secretReader
+}
+
+// serverOptions are the dependencies a test (or cmd/local) may replace.
+type serverOptions struct {
+	secretManager []option.ClientOption // Secret Manager client options
+	secretWait    time.Duration         // bound on one secret read; zero: 10 s
+	firestore     []option.ClientOption // Firestore client options
+	httpClient    *http.Client
+	now           func() time.Time
+	logger        *slog.Logger
+}
+
+// newServer builds a server from cfg: it reads the secrets (concurrently),
+// parses them and opens the store. Any failure is returned, never kept.
+func newServer(ctx context.Context, cfg Config, o serverOptions) (*server, error) {
+	if o.now == nil {
+		o.now = time.Now
+	}
+	if o.logger == nil {
+		o.logger = newLogger(os.Stderr)
+	}
+	if o.httpClient == nil {
+		o.httpClient = newHTTPClient()
+	}
+	s := &server{cfg: cfg, http: o.httpClient, now: o.now, log: o.logger,
+		secrets: &secretReader{opts: o.secretManager, wait: o.secretWait}}
+
+	var clientJSON, webhookSecrets []byte
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() (err error) {
+		clientJSON, err = s.secrets.read(gctx, cfg.ClientSecrets)
+		return err
+	})
+	if cfg.WebhookSecrets != "" {
+		g.Go(func() (err error) {
+			webhookSecrets, err = s.secrets.read(gctx, cfg.WebhookSecrets)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		s.secrets.close()
+		return nil, err
+	}
+	var err error
+	if s.client, err = parseClientSecrets(clientJSON); err != nil {
+		s.secrets.close()
+		return nil, err
+	}
+	if webhookSecrets != nil {
+		if s.webhookSecrets, err = parseWebhookSecrets(webhookSecrets); err != nil {
+			s.secrets.close()
+			return nil, err
+		}
+	}
+	s.oauth = &oauth2.Config{
+		ClientID:     s.client.ClientID,
+		ClientSecret: s.client.ClientSecret,
+		Endpoint: oauth2.Endpoint{
+			AuthURL:   s.client.AuthURI,
+			TokenURL:  s.client.TokenURI,
+			AuthStyle: oauth2.AuthStyleInParams,
+		},
+		RedirectURL: cfg.RedirectURL,
+		Scopes:      consentScopes,
+	}
+
+	switch cfg.Store {
+	case storeLocal:
+		s.store, err = newLocalStore(cfg.DataDir, o.now)
+	default:
+		// The client lives as long as the instance, so it must not inherit
+		// the cancellation of the request that happened to build it.
+		s.store, err = newFirestoreStore(context.WithoutCancel(ctx), cfg.Project, cfg.FirestoreDatabase, o.firestore...)
+	}
+	if err != nil {
+		s.secrets.close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// close releases the server's clients.
+func (s *server) close() error {
+	return errors.Join(s.store.close(), s.secrets.close())
+}
+
+// newHTTPClient is the one client for the token endpoint, revocation and
+// the Chat API: it keeps connections alive between requests of an
+// instance, and bounds every call.
+func newHTTPClient() *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 32
+	t.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	return &http.Client{Transport: t, Timeout: 30 * time.Second}
+}
+
+func buildFromEnv(ctx context.Context) (*server, error) {
+	cfg, err := loadConfig(os.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	return newServer(ctx, cfg, serverOptions{})
+}
+
+// instance builds the server once per instance. A failed build is not
+// kept: the next request tries again, so a Secret Manager blip at cold
+// start does not poison the instance for its whole life.
+type instance struct {
+	srv   atomic.Pointer[server]
+	mu    sync.Mutex // one build at a time
+	build func(ctx context.Context) (*server, error)
+	log   *slog.Logger
+}
+
+func (i *instance) get(ctx context.Context) (*server, error) {
+	if s := i.srv.Load(); s != nil {
+		return s, nil
+	}
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if s := i.srv.Load(); s != nil {
+		return s, nil
+	}
+	s, err := i.build(ctx)
+	if err != nil {
+		return nil, err
+	}
+	i.srv.Store(s)
+	return s, nil
+}
+
+// handler adapts f to the Functions Framework: it finds the server,
+// serves, and answers any error through the one mapping.
+func (i *instance) handler(f function) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		log := requestLogger(i.log, r, f.name, "")
+		defer func() {
+			if v := recover(); v != nil {
+				// The panic value is not logged: it could quote request data.
+				log.Error("panic while serving request", "panicType", fmt.Sprintf("%T", v), "stack", string(debug.Stack()))
+				writeErrorJSON(w, errorf(statusInternal, "internal error"))
+			}
+		}()
+		s, err := i.get(r.Context())
+		if err != nil {
+			respondError(w, r, log, startupError(err), f.browser)
+			return
+		}
+		log = requestLogger(s.log, r, f.name, s.cfg.Project)
+		r = r.WithContext(withLogger(r.Context(), log))
+		if err := f.handle(s, w, r); err != nil {
+			respondError(w, r, log, asError(err), f.browser)
+		}
+	}
+}
+
+// startupError answers a failed build: a passing outage is 503 with
+// Retry-After; a configuration mistake is 500 with its detail in the logs
+// only, since it names the deployment's internals.
+func startupError(err error) *Error {
+	if errors.Is(err, errSecretsUnavailable) || errors.Is(err, errStoreUnavailable) {
+		return &Error{Status: statusUnavailable, Message: "chatauth is starting and a dependency is unavailable; try again shortly", RetryAfter: 5, Err: err}
+	}
+	return wrapError(statusInternal, err, "chatauth is not configured correctly; its operator can find the cause in the function's logs")
+}
+
+// respondError logs e (5xx at Error with the cause, 4xx at Info) and
+// answers it as JSON, or as an HTML page to a browser.
+func respondError(w http.ResponseWriter, r *http.Request, log *slog.Logger, e *Error, browser bool) {
+	code := e.HTTPCode()
+	attrs := []any{"status", e.Status, "code", code, "reason", e.Message}
+	if code >= 500 {
+		if e.Err != nil {
+			attrs = append(attrs, "error", e.Err.Error())
+		}
+		log.Error("request failed", attrs...)
+	} else {
+		log.Info("request refused", attrs...)
+	}
+	if browser && !wantsJSON(r) {
+		setErrorHeaders(w, e)
+		renderPage(w, code, errorPage(e))
+		return
+	}
+	writeErrorJSON(w, e)
+}

@@ -1,0 +1,318 @@
+package chatauth
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/GoogleCloudPlatform/functions-framework-go/funcframework"
+
+	"github.com/chatauth/chatauth/internal/fakegoogle"
+	"github.com/chatauth/chatauth/internal/fsemulator"
+)
+
+// testProject is the Firestore project every test uses on the emulator.
+const testProject = "chatauth-test"
+
+var (
+	emulatorOnce sync.Once
+	emulator     *fsemulator.Emulator
+	emulatorErr  error
+
+	frameworkOnce sync.Once
+	frameworkURL  string
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if emulator != nil {
+		emulator.Stop()
+	}
+	os.Exit(code)
+}
+
+// needFirestore makes the Firestore emulator available and empty, starting
+// it once per test binary unless FIRESTORE_EMULATOR_HOST names one. Where
+// it cannot start, the test fails under CI=true (CI must prove the Firestore
+// path) and is skipped elsewhere, with the reason.
+func needFirestore(t testing.TB) {
+	t.Helper()
+	emulatorOnce.Do(func() {
+		if os.Getenv("FIRESTORE_EMULATOR_HOST") != "" {
+			return
+		}
+		if emulatorErr = fsemulator.Available(); emulatorErr != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+		defer cancel()
+		emulator, emulatorErr = fsemulator.Start(ctx)
+		if emulatorErr == nil {
+			os.Setenv("FIRESTORE_EMULATOR_HOST", emulator.Host())
+		}
+	})
+	if emulatorErr != nil {
+		msg := fmt.Sprintf("the Firestore emulator is needed and could not start: %v", emulatorErr)
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	if emulator != nil {
+		if err := emulator.Reset(context.Background(), testProject); err != nil {
+			t.Fatalf("reset the emulator: %v", err)
+		}
+	}
+}
+
+// startFramework serves the registered functions through the Functions
+// Framework itself, once per test binary, on a free loopback port. The
+// handlers use defaultInstance, which each test points at its own server.
+func startFramework(t testing.TB) string {
+	t.Helper()
+	frameworkOnce.Do(func() {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("pick a port: %v", err)
+		}
+		port := fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
+		ln.Close()
+		os.Unsetenv("FUNCTION_TARGET")
+		go funcframework.StartHostPort("127.0.0.1", port)
+		frameworkURL = "http://127.0.0.1:" + port
+		for i := 0; i < 200; i++ {
+			if c, err := net.Dial("tcp", "127.0.0.1:"+port); err == nil {
+				c.Close()
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		t.Fatalf("the Functions Framework did not start on %s", frameworkURL)
+	})
+	return frameworkURL
+}
+
+// testClock is a clock tests can move forward.
+type testClock struct {
+	mu     sync.Mutex
+	offset time.Duration
+}
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.offset)
+}
+
+func (c *testClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.offset += d
+}
+
+// syncBuffer collects log output from concurrent handlers.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// testEnv is one chatauth server, wired to a fake Google and a store, and
+// served through the Functions Framework.
+type testEnv struct {
+	t      *testing.T
+	google *fakegoogle.Server
+	srv    *server
+	cfg    Config
+	clock  *testClock
+	logs   *syncBuffer
+	base   string // the Functions Framework's URL
+}
+
+// storeKinds are the stores every end-to-end test runs against.
+var storeKinds = []string{storeFirestore, storeLocal}
+
+// newTestEnv builds a server on the given store. edit may change the
+// configuration before the server is built.
+func newTestEnv(t *testing.T, storeKind string, edit ...func(*Config)) *testEnv {
+	t.Helper()
+	if storeKind == storeFirestore {
+		needFirestore(t)
+	}
+	base := startFramework(t)
+	g, err := fakegoogle.New(fakegoogle.Options{AutoConsent: true, RedirectURIs: []string{base + "/OAuthCallback"}})
+	if err != nil {
+		t.Fatalf("start fake Google: %v", err)
+	}
+	t.Cleanup(g.Close)
+	dir := t.TempDir()
+	clientFile := filepath.Join(dir, "client_secrets.json")
+	writeFile(t, clientFile, g.ClientJSON("web"))
+	webhookFile := filepath.Join(dir, "webhook_secrets")
+	writeFile(t, webhookFile, []byte(testWebhookSecret+"\n"))
+
+	cfg := Config{
+		Project:           testProject,
+		ClientSecrets:     clientFile,
+		WebhookSecrets:    webhookFile,
+		RedirectURL:       base + "/OAuthCallback",
+		PublicURL:         base,
+		Store:             storeKind,
+		DataDir:           filepath.Join(dir, "data"),
+		FirestoreDatabase: "(default)",
+		ChatEndpoint:      g.ChatEndpoint(),
+		RevokeURL:         g.RevokeURL(),
+	}
+	for _, f := range edit {
+		f(&cfg)
+	}
+	e := &testEnv{t: t, google: g, cfg: cfg, clock: &testClock{}, logs: &syncBuffer{}, base: base}
+	e.srv = e.newServer()
+	e.use(e.srv)
+	return e
+}
+
+const testWebhookSecret = "whsec-test-0123456789abcdef0123456789abcdef"
+
+// newServer builds another server on the same configuration and store, as
+// a second instance (or a restarted one) would be.
+func (e *testEnv) newServer() *server {
+	e.t.Helper()
+	s, err := newServer(context.Background(), e.cfg, serverOptions{now: e.clock.Now, logger: newLogger(e.logs)})
+	if err != nil {
+		e.t.Fatalf("newServer: %v", err)
+	}
+	e.t.Cleanup(func() { s.close() })
+	return s
+}
+
+// use makes the Functions Framework's handlers serve with s.
+func (e *testEnv) use(s *server) {
+	defaultInstance.srv.Store(s)
+	e.t.Cleanup(func() { defaultInstance.srv.Store(nil) })
+}
+
+func writeFile(t testing.TB, path string, data []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// browser is a minimal browser: it follows no redirects and keeps the
+// cookies chatauth sets. (net/http/cookiejar withholds Secure cookies from
+// http://127.0.0.1, which real browsers send to loopback.)
+type browser struct {
+	t       *testing.T
+	cookies map[string]string
+	header  http.Header // extra request headers
+}
+
+func newBrowser(t *testing.T) *browser {
+	return &browser{t: t, cookies: map[string]string{}, header: http.Header{}}
+}
+
+var noRedirects = &http.Client{
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	Timeout:       30 * time.Second,
+}
+
+// get fetches u and returns the response with its body read.
+func (b *browser) get(u string) (*http.Response, string) {
+	b.t.Helper()
+	req, err := http.NewRequest(http.MethodGet, u, nil)
+	if err != nil {
+		b.t.Fatalf("request %s: %v", u, err)
+	}
+	for k, v := range b.header {
+		req.Header[k] = v
+	}
+	for name, value := range b.cookies {
+		req.AddCookie(&http.Cookie{Name: name, Value: value})
+	}
+	resp, err := noRedirects.Do(req)
+	if err != nil {
+		b.t.Fatalf("GET %s: %v", u, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, c := range resp.Cookies() {
+		if c.MaxAge < 0 {
+			delete(b.cookies, c.Name)
+		} else {
+			b.cookies[c.Name] = c.Value
+		}
+	}
+	return resp, string(body)
+}
+
+// location returns the Location header of a redirect, failing otherwise.
+func location(t *testing.T, resp *http.Response) *url.URL {
+	t.Helper()
+	if resp.StatusCode != http.StatusFound {
+		t.Fatalf("got status %d, want 302", resp.StatusCode)
+	}
+	u, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil {
+		t.Fatalf("Location: %v", err)
+	}
+	return u
+}
+
+// startConsent opens OAuthStart and lets the fake Google consent, and
+// returns the callback URL Google sends the browser back to, not yet
+// opened.
+func (e *testEnv) startConsent(b *browser, loginHint string) *url.URL {
+	e.t.Helper()
+	start := e.base + "/OAuthStart"
+	if loginHint != "" {
+		start += "?login_hint=" + url.QueryEscape(loginHint)
+	}
+	resp, _ := b.get(start)
+	toGoogle := location(e.t, resp)
+	resp, body := b.get(toGoogle.String())
+	if resp.StatusCode != http.StatusFound {
+		e.t.Fatalf("fake Google answered %d: %s", resp.StatusCode, body)
+	}
+	return location(e.t, resp)
+}
+
+// consent runs the whole flow and returns the callback's answer.
+func (e *testEnv) consent(b *browser, loginHint string) (*http.Response, string) {
+	e.t.Helper()
+	return b.get(e.startConsent(b, loginHint).String())
+}
+
+// storedToken returns the user's record, or nil when there is none.
+func (e *testEnv) storedToken(sub string) *tokenRecord {
+	e.t.Helper()
+	rec, err := e.srv.store.getToken(context.Background(), sub)
+	if err != nil {
+		if errors.Is(err, errNotFound) {
+			return nil
+		}
+		e.t.Fatalf("getToken(%s): %v", sub, err)
+	}
+	return rec
+}

@@ -1,0 +1,229 @@
+package fsemulator
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"cloud.google.com/go/firestore"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+const project = "demo-test"
+
+// requireEmulator skips the test where the emulator is not installed, but
+// fails it in CI, where a skip would hide that the store tests never ran.
+func requireEmulator(t *testing.T) {
+	t.Helper()
+	if err := Available(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+}
+
+// newClient returns a Firestore client for the emulator named by
+// FIRESTORE_EMULATOR_HOST, closed when the test ends.
+func newClient(ctx context.Context, t *testing.T) *firestore.Client {
+	t.Helper()
+	c, err := firestore.NewClient(ctx, project)
+	if err != nil {
+		t.Fatalf("firestore.NewClient: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// emulatorProcesses returns the command lines of the running emulator
+// processes, launcher or Java, that serve host.
+func emulatorProcesses(t *testing.T, host string) []string {
+	t.Helper()
+	_, port, err := net.SplitHostPort(host)
+	if err != nil {
+		t.Fatalf("SplitHostPort(%q): %v", host, err)
+	}
+	dirs, err := filepath.Glob("/proc/[0-9]*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found []string
+	for _, dir := range dirs {
+		b, err := os.ReadFile(filepath.Join(dir, "cmdline"))
+		if err != nil || len(b) == 0 {
+			continue // exited, or a zombie
+		}
+		cmd := strings.ReplaceAll(string(b), "\x00", " ")
+		if strings.Contains(cmd, "firestore") && (strings.Contains(cmd, "--port="+port) || strings.Contains(cmd, "--host-port="+host)) {
+			found = append(found, cmd)
+		}
+	}
+	return found
+}
+
+func TestEmulator(t *testing.T) {
+	requireEmulator(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	e, err := Start(ctx)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := e.Stop(); err != nil {
+			t.Errorf("Stop: %v", err)
+		}
+	})
+	host := e.Host()
+	if !strings.HasPrefix(host, "127.0.0.1:") {
+		t.Errorf("got Host %q, want 127.0.0.1:PORT", host)
+	}
+	t.Setenv("FIRESTORE_EMULATOR_HOST", host)
+
+	c := newClient(ctx, t)
+	doc := c.Collection("things").Doc("a")
+	if _, err := doc.Set(ctx, map[string]any{"n": 1}); err != nil {
+		t.Fatalf("Set: %v", err)
+	}
+	snap, err := doc.Get(ctx)
+	if err != nil {
+		t.Fatalf("Get: %v", err)
+	}
+	if got, want := snap.Data()["n"], int64(1); got != want {
+		t.Errorf("got n = %v, want %v", got, want)
+	}
+
+	if err := e.Reset(ctx, project); err != nil {
+		t.Fatalf("Reset: %v", err)
+	}
+	if _, err := doc.Get(ctx); status.Code(err) != codes.NotFound {
+		t.Errorf("Get after Reset: got %v, want code NotFound", err)
+	}
+
+	if err := e.Restart(ctx); err != nil {
+		t.Fatalf("Restart: %v", err)
+	}
+	if got := e.Host(); got != host {
+		t.Errorf("got Host %q after Restart, want %q", got, host)
+	}
+	c2 := newClient(ctx, t)
+	doc2 := c2.Collection("things").Doc("b")
+	if _, err := doc2.Set(ctx, map[string]any{"n": 2}); err != nil {
+		t.Fatalf("Set after Restart: %v", err)
+	}
+	if snap, err := doc2.Get(ctx); err != nil {
+		t.Fatalf("Get after Restart: %v", err)
+	} else if got, want := snap.Data()["n"], int64(2); got != want {
+		t.Errorf("after Restart: got n = %v, want %v", got, want)
+	}
+
+	if len(emulatorProcesses(t, host)) == 0 {
+		t.Fatalf("found no emulator process for %s while it runs; the leak check below would prove nothing", host)
+	}
+	if err := e.Stop(); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	if err := e.Stop(); err != nil {
+		t.Errorf("second Stop: got %v, want nil", err)
+	}
+	if left := emulatorProcesses(t, host); len(left) > 0 {
+		t.Errorf("after Stop: got processes %q, want none", left)
+	}
+	if conn, err := net.DialTimeout("tcp", host, time.Second); err == nil {
+		conn.Close()
+		t.Errorf("after Stop: %s still accepts connections", host)
+	}
+}
+
+// TestStopAndBack is the fault test's pattern: Firestore goes away under a
+// client and comes back on the same address, and the same client recovers.
+func TestStopAndBack(t *testing.T) {
+	requireEmulator(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	e, err := Start(ctx)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(func() { e.Stop() })
+	t.Setenv("FIRESTORE_EMULATOR_HOST", e.Host())
+	doc := newClient(ctx, t).Collection("things").Doc("a")
+	if _, err := doc.Set(ctx, map[string]any{"n": 1}); err != nil {
+		t.Fatalf("Set: %v", err)
+	}
+
+	if err := e.Stop(); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	down, cancelDown := context.WithTimeout(ctx, time.Second)
+	_, err = doc.Get(down)
+	cancelDown()
+	if err == nil {
+		t.Fatal("Get while stopped: got nil error, want one")
+	}
+
+	if err := e.Restart(ctx); err != nil {
+		t.Fatalf("Restart after Stop: %v", err)
+	}
+	// gRPC reconnects with back-off, so the first calls may still fail.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err = doc.Set(ctx, map[string]any{"n": 2})
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("Set with the old client after Restart: %v", err)
+	}
+}
+
+// TestPortTaken checks that a start on a taken port is recognised as such,
+// which is what makes Start move to another port, and leaves nothing behind.
+func TestPortTaken(t *testing.T) {
+	requireEmulator(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	host := l.Addr().String()
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	p, err := launch(ctx, host)
+	if err == nil {
+		p.stop()
+		t.Fatalf("launch on taken port %s: got nil error, want one", host)
+	}
+	if !errors.Is(err, errPortTaken) {
+		t.Errorf("launch on taken port: got %v, want errPortTaken", err)
+	}
+	if !strings.Contains(err.Error(), "BindException") {
+		t.Errorf("launch on taken port: got error %q, want the emulator's output in it", err)
+	}
+	if left := emulatorProcesses(t, host); len(left) > 0 {
+		t.Errorf("after a failed launch: got processes %q, want none", left)
+	}
+}
+
+func TestAvailableExplainsInstall(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	err := Available()
+	if err == nil {
+		t.Fatal("Available with an empty PATH: got nil, want an error")
+	}
+	for _, want := range []string{"apt-get install", "google-cloud-cli-firestore-emulator", "openjdk-17-jre-headless"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("got error %q, want it to contain %q", err, want)
+		}
+	}
+}

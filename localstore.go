@@ -1,0 +1,204 @@
+package chatauth
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// localStore keeps records in one bbolt file under DATA_DIR, for cmd/local.
+// It mirrors the Firestore layout: one bucket per collection, JSON values.
+// bbolt serialises writers, so every update is a transaction.
+type localStore struct {
+	db  *bolt.DB
+	now func() time.Time
+}
+
+var _ tokenStore = (*localStore)(nil)
+
+// newLocalStore opens (or creates) DATA_DIR/chatauth.db. A second process
+// on the same file waits a second and then fails with a clear error
+// instead of hanging.
+func newLocalStore(dir string, now func() time.Time) (*localStore, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("store: create %s: %w", dir, err)
+	}
+	path := filepath.Join(dir, "chatauth.db")
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("store: open %s: another chatauth process holds it; stop it or set DATA_DIR elsewhere", path)
+		}
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range []string{tokensCollection, statesCollection} {
+			if _, err := tx.CreateBucketIfNotExists([]byte(b)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: init %s: %w", path, err)
+	}
+	return &localStore{db: db, now: now}, nil
+}
+
+// putState stores a new state and purges expired ones in the same write,
+// so abandoned consents do not pile up (Firestore uses a TTL policy).
+func (s *localStore) putState(ctx context.Context, key string, st *stateRecord) error {
+	v, err := json.Marshal(st)
+	if err != nil {
+		return fmt.Errorf("store: put state: %w", err)
+	}
+	now := s.now()
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte(statesCollection))
+		if b.Get([]byte(key)) != nil {
+			return errors.New("state already exists")
+		}
+		if err := purgeExpiredStates(b, now); err != nil {
+			return err
+		}
+		return b.Put([]byte(key), v)
+	})
+	if err != nil {
+		return fmt.Errorf("store: put state: %w", err)
+	}
+	return nil
+}
+
+func purgeExpiredStates(b *bolt.Bucket, now time.Time) error {
+	var expired [][]byte
+	err := b.ForEach(func(k, v []byte) error {
+		var st stateRecord
+		if json.Unmarshal(v, &st) != nil || now.After(st.ExpireAt) {
+			expired = append(expired, append([]byte(nil), k...))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, k := range expired {
+		if err := b.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *localStore) consumeState(ctx context.Context, key string) (*stateRecord, error) {
+	var st stateRecord
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte(statesCollection))
+		v := b.Get([]byte(key))
+		if v == nil {
+			return errNotFound
+		}
+		if err := json.Unmarshal(v, &st); err != nil {
+			return fmt.Errorf("decode state: %w", err)
+		}
+		return b.Delete([]byte(key))
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: consume state: %w", err)
+	}
+	return &st, nil
+}
+
+func (s *localStore) getToken(ctx context.Context, sub string) (*tokenRecord, error) {
+	var rec *tokenRecord
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		rec, err = getLocalToken(tx, sub)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: get token %s: %w", sub, err)
+	}
+	if rec == nil {
+		return nil, fmt.Errorf("store: get token %s: %w", sub, errNotFound)
+	}
+	return rec, nil
+}
+
+// getLocalToken returns the record or nil when there is none.
+func getLocalToken(tx *bolt.Tx, sub string) (*tokenRecord, error) {
+	v := tx.Bucket([]byte(tokensCollection)).Get([]byte(sub))
+	if v == nil {
+		return nil, nil
+	}
+	var rec tokenRecord
+	if err := json.Unmarshal(v, &rec); err != nil {
+		return nil, fmt.Errorf("decode: %w", err)
+	}
+	rec.Sub = sub
+	return &rec, nil
+}
+
+func (s *localStore) tokenByEmail(ctx context.Context, email string) (*tokenRecord, error) {
+	var best *tokenRecord
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte(tokensCollection)).ForEach(func(k, v []byte) error {
+			var rec tokenRecord
+			if err := json.Unmarshal(v, &rec); err != nil {
+				return fmt.Errorf("decode %s: %w", k, err)
+			}
+			rec.Sub = string(k)
+			if rec.Email == email && (best == nil || rec.UpdatedAt.After(best.UpdatedAt)) {
+				best = &rec
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: find token by email: %w", err)
+	}
+	if best == nil {
+		return nil, fmt.Errorf("store: find token by email: %w", errNotFound)
+	}
+	return best, nil
+}
+
+func (s *localStore) updateToken(ctx context.Context, sub string, fn func(cur *tokenRecord) (*tokenRecord, error)) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		cur, err := getLocalToken(tx, sub)
+		if err != nil {
+			return err
+		}
+		next, err := fn(cur)
+		if err != nil || next == nil {
+			return err
+		}
+		v, err := json.Marshal(next)
+		if err != nil {
+			return err
+		}
+		return tx.Bucket([]byte(tokensCollection)).Put([]byte(sub), v)
+	})
+	if err != nil {
+		return fmt.Errorf("store: update token %s: %w", sub, err)
+	}
+	return nil
+}
+
+func (s *localStore) deleteToken(ctx context.Context, sub string) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte(tokensCollection)).Delete([]byte(sub))
+	})
+	if err != nil {
+		return fmt.Errorf("store: delete token %s: %w", sub, err)
+	}
+	return nil
+}
+
+func (s *localStore) close() error { return s.db.Close() }

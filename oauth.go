@@ -1,0 +1,419 @@
+package chatauth
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/oauth2"
+)
+
+// Scopes. Only chat.spaces.create is needed to act; openid and email name
+// the account that consented.
+const scopeChatCreate = "https://www.googleapis.com/auth/chat.spaces.create"
+
+var consentScopes = []string{"openid", "email", scopeChatCreate}
+
+const (
+	// googleIssuer is Google's issuer, in the id_token and in the RFC 9207
+	// iss parameter of the authorization response.
+	googleIssuer = "https://accounts.google.com"
+	// stateTTL bounds how long a consent may take, from OAuthStart to
+	// OAuthCallback; the cookie lives as long.
+	stateTTL = 10 * time.Minute
+	// stateCookie binds a state to the browser that started the flow. The
+	// __Host- prefix makes browsers refuse it unless Secure, Path=/ and
+	// without Domain, so a sibling host cannot plant one.
+	stateCookie = "__Host-chatauth_state"
+)
+
+// handleStart serves GET /OAuthStart: it records a single-use state with
+// the PKCE verifier, binds it to this browser with a cookie, and sends the
+// browser to Google's consent screen.
+func (s *server) handleStart(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		return errorf(statusMethodNotAllowed, "OAuthStart is opened with GET, in a browser")
+	}
+	q := r.URL.Query()
+	hint, err := optionalParam(q, "login_hint")
+	if err != nil {
+		return err
+	}
+	if hint != "" && !validEmail(hint) {
+		return errorf(statusInvalidArgument, "login_hint must be an email address, like alice@example.com")
+	}
+
+	state, binding, verifier := randomToken(), randomToken(), oauth2.GenerateVerifier()
+	now := s.now()
+	rec := &stateRecord{
+		Verifier:   verifier,
+		CookieHash: hashToken(binding),
+		LoginHint:  hint,
+		CreatedAt:  now,
+		ExpireAt:   now.Add(stateTTL),
+	}
+	if err := s.store.putState(r.Context(), hashToken(state), rec); err != nil {
+		return err
+	}
+	http.SetCookie(w, &http.Cookie{
+		Name:     stateCookie,
+		Value:    binding,
+		Path:     "/",
+		MaxAge:   int(stateTTL / time.Second),
+		HttpOnly: true,
+		Secure:   true,
+		SameSite: http.SameSiteLaxMode,
+	})
+	opts := []oauth2.AuthCodeOption{
+		oauth2.AccessTypeOffline,
+		oauth2.S256ChallengeOption(verifier),
+		oauth2.SetAuthURLParam("prompt", "consent"),
+		oauth2.SetAuthURLParam("include_granted_scopes", "true"),
+	}
+	if hint != "" {
+		opts = append(opts, oauth2.SetAuthURLParam("login_hint", hint))
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Referrer-Policy", "no-referrer")
+	w.Header().Set("Location", s.oauth.AuthCodeURL(state, opts...))
+	w.WriteHeader(http.StatusFound)
+	loggerFrom(r.Context()).Info("consent started", "loginHint", hint != "")
+	return nil
+}
+
+// handleCallback serves GET /OAuthCallback. The order matters: the state
+// is consumed and checked against the browser's cookie before the code is
+// sent anywhere, so a forged, replayed or cross-browser callback never
+// reaches the token endpoint.
+func (s *server) handleCallback(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
+		return errorf(statusMethodNotAllowed, "OAuthCallback is reached by Google's redirect, with GET")
+	}
+	ctx := r.Context()
+	q := r.URL.Query()
+	if _, ok := q["error"]; ok {
+		return s.callbackRefused(w, r, q)
+	}
+	code, err := requiredParam(q, "code", 4096)
+	if err != nil {
+		return err
+	}
+	state, err := requiredParam(q, "state", 512)
+	if err != nil {
+		return err
+	}
+	iss, err := optionalParam(q, "iss")
+	if err != nil {
+		return err
+	}
+
+	rec, err := s.consumeState(w, r, state)
+	if err != nil {
+		return err
+	}
+	// RFC 9207: an authorization response from another issuer is a mix-up
+	// attack; its code is never sent to Google.
+	if iss != "" && iss != googleIssuer {
+		return s.restartError(statusPermissionDenied, "the sign-in answer came from an unexpected issuer, so it was discarded", rec.LoginHint)
+	}
+
+	tok, err := s.oauth.Exchange(context.WithValue(ctx, oauth2.HTTPClient, s.http), code, oauth2.VerifierOption(rec.Verifier))
+	if err != nil {
+		return s.exchangeError(err, rec.LoginHint)
+	}
+	idToken, _ := tok.Extra("id_token").(string)
+	user, err := parseIDToken(idToken, s.oauth.ClientID, s.now())
+	if err != nil {
+		return wrapError(statusUpstreamError, err, "Google's answer did not identify the account; try connecting again")
+	}
+	if !user.EmailVerified {
+		return errorf(statusPermissionDenied, "the Google account's email address is not verified, so it cannot be connected")
+	}
+	email := strings.ToLower(user.Email)
+	scopeText, _ := tok.Extra("scope").(string)
+	scopes := strings.Fields(scopeText)
+	if !slices.Contains(scopes, scopeChatCreate) {
+		e := s.reauthError(email, "Google Chat was not connected: the permission to create Chat spaces was not granted. Connect again and allow “Create conversations and spaces”.")
+		e.Err = fmt.Errorf("granted scopes %q lack %s", scopeText, scopeChatCreate)
+		return e
+	}
+
+	now := s.now()
+	err = s.store.updateToken(ctx, user.Sub, func(cur *tokenRecord) (*tokenRecord, error) {
+		next := &tokenRecord{
+			Sub:          user.Sub,
+			Email:        email,
+			RefreshToken: tok.RefreshToken,
+			AccessToken:  tok.AccessToken,
+			Expiry:       tok.Expiry,
+			Scopes:       scopes,
+			Status:       tokenActive,
+			CreatedAt:    now,
+			UpdatedAt:    now,
+		}
+		if cur != nil {
+			next.CreatedAt, next.LastRefreshAt = cur.CreatedAt, cur.LastRefreshAt
+		}
+		if next.RefreshToken == "" {
+			// Google omits the refresh token when it considers the app
+			// already authorized. A good stored one is kept; a missing or
+			// revoked one cannot be replaced by nothing.
+			if cur == nil || cur.RefreshToken == "" || cur.Status != tokenActive {
+				return nil, errNoRefreshToken
+			}
+			next.RefreshToken = cur.RefreshToken
+		}
+		return next, nil
+	})
+	if errors.Is(err, errNoRefreshToken) {
+		return s.reauthError(email, "Google did not send a lasting authorization for "+email+". Remove this app at https://myaccount.google.com/connections, then connect again.")
+	}
+	if err != nil {
+		return err
+	}
+	loggerFrom(ctx).Info("consent stored", "sub", user.Sub, "newRefreshToken", tok.RefreshToken != "")
+	renderPage(w, http.StatusOK, page{
+		Title:   "Google Chat connected",
+		Heading: "Google Chat is connected",
+		Lines: []string{
+			"chatauth can now create Google Chat spaces as " + email + ".",
+			"You can close this tab. To take the permission back, remove the app at https://myaccount.google.com/connections.",
+		},
+	})
+	return nil
+}
+
+var errNoRefreshToken = errors.New("no refresh token")
+
+// consumeState takes the state out of the store (whatever happens next, it
+// cannot be used again), clears the cookie, and checks that the state is
+// unexpired and was started by this browser.
+func (s *server) consumeState(w http.ResponseWriter, r *http.Request, state string) (*stateRecord, error) {
+	rec, err := s.store.consumeState(r.Context(), hashToken(state))
+	http.SetCookie(w, &http.Cookie{Name: stateCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: true, SameSite: http.SameSiteLaxMode})
+	if errors.Is(err, errNotFound) {
+		return nil, s.restartError(statusPermissionDenied, "this sign-in link is unknown or was already used", "")
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !s.now().Before(rec.ExpireAt) {
+		return nil, s.restartError(statusPermissionDenied, "this sign-in took longer than 10 minutes and expired", rec.LoginHint)
+	}
+	c, err := r.Cookie(stateCookie)
+	if err != nil || c.Value == "" {
+		return nil, s.restartError(statusPermissionDenied, "your browser did not send the sign-in cookie; make sure cookies are allowed and that OAuthStart and OAuthCallback are on the same host", rec.LoginHint)
+	}
+	if subtle.ConstantTimeCompare([]byte(hashToken(c.Value)), []byte(rec.CookieHash)) != 1 {
+		return nil, s.restartError(statusPermissionDenied, "this sign-in was started in another browser", rec.LoginHint)
+	}
+	return rec, nil
+}
+
+// callbackRefused answers Google's error redirect (the user declined, or
+// the request was refused). It consumes the state, so the flow cannot be
+// resumed, and stores nothing.
+func (s *server) callbackRefused(w http.ResponseWriter, r *http.Request, q url.Values) error {
+	hint := ""
+	if state := q.Get("state"); state != "" && len(state) <= 512 {
+		if rec, err := s.store.consumeState(r.Context(), hashToken(state)); err == nil {
+			hint = rec.LoginHint
+		}
+	}
+	http.SetCookie(w, &http.Cookie{Name: stateCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: true, SameSite: http.SameSiteLaxMode})
+	code := q.Get("error")
+	if code == "access_denied" {
+		e := s.reauthError(hint, "Google Chat was not connected: access was declined on Google's consent screen. You can connect at any time.")
+		if hint == "" {
+			e.AuthorizeURL = s.startURL("")
+		}
+		return e
+	}
+	if !oauthErrorCode.MatchString(code) {
+		code = "unknown"
+	}
+	return errorf(statusInvalidArgument, "Google refused the sign-in request (%s); the operator should check the OAuth client's configuration", code)
+}
+
+var oauthErrorCode = regexp.MustCompile(`^[a-z_]{1,64}$`)
+
+// exchangeError maps a failed code exchange. The token endpoint's body is
+// not logged: only its status and error code.
+func (s *server) exchangeError(err error, loginHint string) error {
+	var re *oauth2.RetrieveError
+	switch {
+	case errors.As(err, &re) && re.ErrorCode == "invalid_grant":
+		e := s.reauthError(loginHint, "Google did not accept this sign-in (it expired or was already used); connect again")
+		e.Err = errors.New("token endpoint: invalid_grant")
+		return e
+	case errors.As(err, &re):
+		code := 0
+		if re.Response != nil {
+			code = re.Response.StatusCode
+		}
+		return wrapError(statusUpstreamError, fmt.Errorf("token endpoint answered %d %q", code, re.ErrorCode), "Google's token endpoint refused the exchange; try again, or ask the operator to check the OAuth client")
+	case errors.Is(err, context.DeadlineExceeded):
+		return wrapError(statusDeadlineExceeded, err, "Google's token endpoint did not answer in time; try again")
+	default:
+		return wrapError(statusUpstreamError, err, "Google's token endpoint could not be reached; try again")
+	}
+}
+
+// reauthError asks the user to consent (again), with the link to do so.
+func (s *server) reauthError(email, msg string) *Error {
+	return &Error{Status: statusAuthorizationRequired, Message: msg, AuthorizeURL: s.startURL(email)}
+}
+
+// restartError is a refused callback; the page offers a fresh start.
+func (s *server) restartError(status, msg, loginHint string) *Error {
+	return &Error{Status: status, Message: "Google Chat was not connected: " + msg + ". Start again.", restartURL: s.startURL(loginHint)}
+}
+
+// startURL is the OAuthStart link, on PUBLIC_URL, for a user.
+func (s *server) startURL(loginHint string) string {
+	u := s.cfg.PublicURL + "/OAuthStart"
+	if loginHint != "" {
+		u += "?login_hint=" + url.QueryEscape(loginHint)
+	}
+	return u
+}
+
+// requiredParam returns a query parameter that must appear exactly once,
+// non-empty and at most max bytes long.
+func requiredParam(q url.Values, name string, max int) (string, error) {
+	v := q[name]
+	switch {
+	case len(v) == 0 || v[0] == "":
+		return "", errorf(statusInvalidArgument, "the %s parameter is missing; open OAuthStart to connect", name)
+	case len(v) > 1:
+		return "", errorf(statusInvalidArgument, "the %s parameter appears more than once", name)
+	case len(v[0]) > max:
+		return "", errorf(statusInvalidArgument, "the %s parameter is too long", name)
+	}
+	return v[0], nil
+}
+
+// optionalParam returns a query parameter that may appear at most once.
+func optionalParam(q url.Values, name string) (string, error) {
+	v := q[name]
+	if len(v) > 1 {
+		return "", errorf(statusInvalidArgument, "the %s parameter appears more than once", name)
+	}
+	if len(v) == 0 {
+		return "", nil
+	}
+	if len(v[0]) > 512 {
+		return "", errorf(statusInvalidArgument, "the %s parameter is too long", name)
+	}
+	return v[0], nil
+}
+
+// randomToken returns 32 random bytes, base64url-encoded.
+func randomToken() string {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// hashToken is the store key of a secret value: SHA-256, hex.
+func hashToken(v string) string {
+	sum := sha256.Sum256([]byte(v))
+	return hex.EncodeToString(sum[:])
+}
+
+var emailPattern = regexp.MustCompile(`^[^\s@<>()",;:\\\[\]]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$`)
+
+// validEmail accepts the plain addresses Google accounts have.
+func validEmail(s string) bool {
+	return len(s) <= 254 && emailPattern.MatchString(s)
+}
+
+// idClaims are the id_token claims the callback uses.
+type idClaims struct {
+	Iss           string   `json:"iss"`
+	Aud           audience `json:"aud"`
+	Sub           string   `json:"sub"`
+	Email         string   `json:"email"`
+	EmailVerified flexBool `json:"email_verified"`
+	Exp           int64    `json:"exp"`
+}
+
+// parseIDToken reads the id_token of a token response. It came straight
+// from Google's token endpoint over TLS, so (OpenID Connect Core 3.1.3.7)
+// its signature need not be checked; its issuer, audience and expiry are.
+func parseIDToken(raw, clientID string, now time.Time) (*idClaims, error) {
+	if raw == "" {
+		return nil, errors.New("id_token: missing from the token response (was the openid scope granted?)")
+	}
+	parts := strings.Split(raw, ".")
+	if len(parts) != 3 {
+		return nil, errors.New("id_token: not a JWT")
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
+	if err != nil {
+		return nil, errors.New("id_token: payload is not base64url")
+	}
+	var c idClaims
+	if err := json.Unmarshal(payload, &c); err != nil {
+		return nil, errors.New("id_token: payload is not JSON claims")
+	}
+	switch {
+	case c.Iss != googleIssuer && c.Iss != "accounts.google.com":
+		return nil, fmt.Errorf("id_token: issuer %q is not Google", c.Iss)
+	case !slices.Contains(c.Aud, clientID):
+		return nil, errors.New("id_token: audience is not this client")
+	case c.Sub == "":
+		return nil, errors.New("id_token: no subject")
+	case c.Email == "":
+		return nil, errors.New("id_token: no email (was the email scope granted?)")
+	case now.After(time.Unix(c.Exp, 0).Add(5 * time.Minute)):
+		return nil, errors.New("id_token: expired")
+	}
+	return &c, nil
+}
+
+// audience is the aud claim: a string or an array of strings.
+type audience []string
+
+func (a *audience) UnmarshalJSON(b []byte) error {
+	var one string
+	if err := json.Unmarshal(b, &one); err == nil {
+		*a = []string{one}
+		return nil
+	}
+	var many []string
+	if err := json.Unmarshal(b, &many); err != nil {
+		return errors.New("aud is neither a string nor an array of strings")
+	}
+	*a = many
+	return nil
+}
+
+// flexBool is a boolean claim that some issuers send as "true"/"false".
+type flexBool bool
+
+func (f *flexBool) UnmarshalJSON(b []byte) error {
+	switch string(b) {
+	case "true", `"true"`:
+		*f = true
+	case "false", `"false"`, "null":
+		*f = false
+	default:
+		return errors.New("not a boolean")
+	}
+	return nil
+}

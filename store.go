@@ -1,0 +1,202 @@
+package chatauth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"cloud.google.com/go/firestore"
+	"google.golang.org/api/iterator"
+	"google.golang.org/api/option"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Collections of DESIGN.md's data layout.
+const (
+	tokensCollection = "chatauth_tokens"
+	statesCollection = "chatauth_states"
+)
+
+// Token record statuses.
+const (
+	tokenActive      = "active"
+	tokenNeedsReauth = "needs_reauth"
+)
+
+// tokenRecord is one user's stored consent: chatauth_tokens/{sub}. The
+// field names are the data layout of DESIGN.md, shared by both stores.
+type tokenRecord struct {
+	Sub           string    `firestore:"-" json:"-"`
+	Email         string    `firestore:"email" json:"email"`
+	RefreshToken  string    `firestore:"refreshToken" json:"refreshToken"`
+	AccessToken   string    `firestore:"accessToken" json:"accessToken"`
+	Expiry        time.Time `firestore:"expiry" json:"expiry"`
+	Scopes        []string  `firestore:"scopes" json:"scopes"`
+	Status        string    `firestore:"status" json:"status"`
+	CreatedAt     time.Time `firestore:"createdAt" json:"createdAt"`
+	UpdatedAt     time.Time `firestore:"updatedAt" json:"updatedAt"`
+	LastRefreshAt time.Time `firestore:"lastRefreshAt" json:"lastRefreshAt"`
+	LastError     string    `firestore:"lastError" json:"lastError"`
+}
+
+// stateRecord is one pending consent: chatauth_states/{hash(state)}. The
+// state itself is never stored, only its hash, so a read of the store does
+// not yield a usable state.
+type stateRecord struct {
+	Verifier   string    `firestore:"verifier" json:"verifier"`
+	CookieHash string    `firestore:"cookieHash" json:"cookieHash"`
+	LoginHint  string    `firestore:"loginHint" json:"loginHint"`
+	CreatedAt  time.Time `firestore:"createdAt" json:"createdAt"`
+	ExpireAt   time.Time `firestore:"expireAt" json:"expireAt"`
+}
+
+// firestoreStore keeps records in Firestore (native mode). It honours
+// FIRESTORE_EMULATOR_HOST through the client library.
+type firestoreStore struct {
+	client *firestore.Client
+}
+
+var _ tokenStore = (*firestoreStore)(nil)
+
+// newFirestoreStore creates the client. It does not dial: the first call
+// does, so a cold start pays only for what it uses.
+func newFirestoreStore(ctx context.Context, project, database string, opts ...option.ClientOption) (*firestoreStore, error) {
+	c, err := firestore.NewClientWithDatabase(ctx, project, database, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("store: new Firestore client for %s/%s: %w", project, database, storeErr(err))
+	}
+	return &firestoreStore{client: c}, nil
+}
+
+// storeErr translates gRPC codes at the store's boundary, so the rest of
+// the code asks errors.Is(err, errNotFound) and never imports gRPC.
+func storeErr(err error) error {
+	st, ok := status.FromError(err)
+	if err == nil || !ok {
+		return err
+	}
+	switch st.Code() {
+	case codes.NotFound:
+		return fmt.Errorf("%w: %w", errNotFound, err)
+	case codes.Unavailable, codes.Aborted, codes.ResourceExhausted, codes.Internal, codes.Unknown:
+		return fmt.Errorf("%w: %w", errStoreUnavailable, err)
+	case codes.DeadlineExceeded:
+		return fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
+	}
+	return err
+}
+
+func (s *firestoreStore) putState(ctx context.Context, key string, st *stateRecord) error {
+	_, err := s.client.Collection(statesCollection).Doc(key).Create(ctx, st)
+	if err != nil {
+		return fmt.Errorf("store: put state: %w", storeErr(err))
+	}
+	return nil
+}
+
+// consumeState reads and deletes the state in one transaction, so that of
+// any number of concurrent callbacks exactly one gets the record.
+func (s *firestoreStore) consumeState(ctx context.Context, key string) (*stateRecord, error) {
+	doc := s.client.Collection(statesCollection).Doc(key)
+	var st stateRecord
+	err := s.client.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
+		snap, err := tx.Get(doc)
+		if err != nil {
+			return err
+		}
+		if err := snap.DataTo(&st); err != nil {
+			return fmt.Errorf("decode state: %w", err)
+		}
+		return tx.Delete(doc)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: consume state: %w", storeErr(err))
+	}
+	return &st, nil
+}
+
+func (s *firestoreStore) getToken(ctx context.Context, sub string) (*tokenRecord, error) {
+	snap, err := s.client.Collection(tokensCollection).Doc(sub).Get(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("store: get token %s: %w", sub, storeErr(err))
+	}
+	return decodeToken(snap)
+}
+
+func decodeToken(snap *firestore.DocumentSnapshot) (*tokenRecord, error) {
+	var rec tokenRecord
+	if err := snap.DataTo(&rec); err != nil {
+		return nil, fmt.Errorf("store: decode token %s: %w", snap.Ref.ID, err)
+	}
+	rec.Sub = snap.Ref.ID
+	return &rec, nil
+}
+
+// tokenByEmail finds the record of an email. Should an email ever map to
+// two accounts (an account deleted and re-created), the one updated last
+// wins.
+func (s *firestoreStore) tokenByEmail(ctx context.Context, email string) (*tokenRecord, error) {
+	it := s.client.Collection(tokensCollection).Where("email", "==", email).Limit(10).Documents(ctx)
+	defer it.Stop()
+	var best *tokenRecord
+	for {
+		snap, err := it.Next()
+		if errors.Is(err, iterator.Done) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("store: find token by email: %w", storeErr(err))
+		}
+		rec, err := decodeToken(snap)
+		if err != nil {
+			return nil, err
+		}
+		if best == nil || rec.UpdatedAt.After(best.UpdatedAt) {
+			best = rec
+		}
+	}
+	if best == nil {
+		return nil, fmt.Errorf("store: find token by email: %w", errNotFound)
+	}
+	return best, nil
+}
+
+// updateToken runs fn on the current record (nil when there is none) in a
+// transaction and writes what fn returns; a nil result writes nothing. fn
+// may run more than once and must not call out of the process.
+func (s *firestoreStore) updateToken(ctx context.Context, sub string, fn func(cur *tokenRecord) (*tokenRecord, error)) error {
+	doc := s.client.Collection(tokensCollection).Doc(sub)
+	err := s.client.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
+		var cur *tokenRecord
+		snap, err := tx.Get(doc)
+		switch {
+		case status.Code(err) == codes.NotFound:
+		case err != nil:
+			return err
+		default:
+			if cur, err = decodeToken(snap); err != nil {
+				return err
+			}
+		}
+		next, err := fn(cur)
+		if err != nil || next == nil {
+			return err
+		}
+		return tx.Set(doc, next)
+	})
+	if err != nil {
+		return fmt.Errorf("store: update token %s: %w", sub, storeErr(err))
+	}
+	return nil
+}
+
+func (s *firestoreStore) deleteToken(ctx context.Context, sub string) error {
+	if _, err := s.client.Collection(tokensCollection).Doc(sub).Delete(ctx); err != nil {
+		return fmt.Errorf("store: delete token %s: %w", sub, storeErr(err))
+	}
+	return nil
+}
+
+func (s *firestoreStore) close() error { return s.client.Close() }
