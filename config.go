@@ -20,6 +20,7 @@ type Config struct {
 	Project           string   // GOOGLE_CLOUD_PROJECT
 	ClientSecrets     string   // CLIENT_SECRETS: secret reference to the OAuth client JSON
 	WebhookSecrets    string   // WEBHOOK_SECRETS: secret reference, one HMAC secret per line
+	TokenKeyset       string   // TOKEN_KEYSET: secret reference to the Tink AEAD keyset (JSON) that encrypts stored tokens
 	RedirectURL       string   // REDIRECT_URL: the exact OAuthCallback URL registered on the client
 	PublicURL         string   // PUBLIC_URL: base URL of the functions, for authorizeUrl links
 	AllowedAudiences  []string // ALLOWED_AUDIENCES
@@ -44,6 +45,7 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		Project:           get("GOOGLE_CLOUD_PROJECT"),
 		ClientSecrets:     get("CLIENT_SECRETS"),
 		WebhookSecrets:    get("WEBHOOK_SECRETS"),
+		TokenKeyset:       get("TOKEN_KEYSET"),
 		RedirectURL:       get("REDIRECT_URL"),
 		PublicURL:         strings.TrimRight(get("PUBLIC_URL"), "/"),
 		AllowedAudiences:  splitList(get("ALLOWED_AUDIENCES")),
@@ -75,6 +77,7 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		}
 	}
 	need("CLIENT_SECRETS", c.ClientSecrets)
+	need("TOKEN_KEYSET", c.TokenKeyset)
 	need("REDIRECT_URL", c.RedirectURL)
 	need("PUBLIC_URL", c.PublicURL)
 	switch c.Store {

@@ -26,7 +26,7 @@ func TestConfigMissing(t *testing.T) {
 	if !errors.As(err, &ce) {
 		t.Fatalf("got %v, want a *ConfigError", err)
 	}
-	for _, name := range []string{"GOOGLE_CLOUD_PROJECT", "CLIENT_SECRETS", "REDIRECT_URL", "PUBLIC_URL", "WEBHOOK_SECRETS"} {
+	for _, name := range []string{"GOOGLE_CLOUD_PROJECT", "CLIENT_SECRETS", "REDIRECT_URL", "PUBLIC_URL", "WEBHOOK_SECRETS", "TOKEN_KEYSET"} {
 		if !strings.Contains(err.Error(), name) {
 			t.Errorf("error %q does not name %s", err, name)
 		}
@@ -38,6 +38,7 @@ func TestConfig(t *testing.T) {
 		"GOOGLE_CLOUD_PROJECT": "p",
 		"CLIENT_SECRETS":       "projects/p/secrets/client/versions/latest",
 		"WEBHOOK_SECRETS":      "projects/p/secrets/webhook/versions/latest",
+		"TOKEN_KEYSET":         "projects/p/secrets/keyset/versions/latest",
 		"REDIRECT_URL":         "https://europe-west1-p.cloudfunctions.net/OAuthCallback",
 		"PUBLIC_URL":           "https://europe-west1-p.cloudfunctions.net/",
 		"K_SERVICE":            "oauthcallback",
@@ -169,8 +170,9 @@ func TestSecretManager(t *testing.T) {
 	defer g.Close()
 	clientRef := sm.Put("projects/p/secrets/oauth-client", g.ClientJSON("web"))
 	webhookRef := sm.Put("projects/p/secrets/webhook", []byte(testWebhookSecret))
+	keysetRef := sm.Put("projects/p/secrets/keyset", testKeyset(t))
 	cfg := Config{
-		ClientSecrets: clientRef, WebhookSecrets: webhookRef,
+		ClientSecrets: clientRef, WebhookSecrets: webhookRef, TokenKeyset: keysetRef,
 		RedirectURL: base + "/OAuthCallback", PublicURL: base,
 		Store: storeLocal, DataDir: filepath.Join(t.TempDir(), "data"),
 	}
@@ -232,7 +234,7 @@ func TestSecretManager(t *testing.T) {
 // answers 500 with a message that sends the operator to the logs, and the
 // logs name the variable.
 func TestBuildFromEnvMisconfigured(t *testing.T) {
-	for _, k := range []string{"GOOGLE_CLOUD_PROJECT", "CLIENT_SECRETS", "REDIRECT_URL", "PUBLIC_URL", "WEBHOOK_SECRETS", "ALLOWED_AUDIENCES", "STORE"} {
+	for _, k := range []string{"GOOGLE_CLOUD_PROJECT", "CLIENT_SECRETS", "REDIRECT_URL", "PUBLIC_URL", "WEBHOOK_SECRETS", "TOKEN_KEYSET", "ALLOWED_AUDIENCES", "STORE"} {
 		t.Setenv(k, "")
 		os.Unsetenv(k)
 	}

@@ -24,6 +24,8 @@ import (
 	"github.com/GoogleCloudPlatform/functions-framework-go/functions"
 	"golang.org/x/oauth2"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/singleflight"
+	"google.golang.org/api/chat/v1"
 	"google.golang.org/api/option"
 )
 
@@ -43,6 +45,8 @@ type function struct {
 var registered = []function{
 	{"OAuthStart", (*server).handleStart, true},
 	{"OAuthCallback", (*server).handleCallback, true},
+	{"CreateSpace", (*server).handleCreateSpace, false},
+	{"Disconnect", (*server).handleDisconnect, false},
 }
 
 // defaultInstance is the per-instance server, built on first use from the
@@ -86,6 +90,10 @@ type server struct {
 	now            func() time.Time
 	log            *slog.Logger
 	secrets        *secretReader
+	callers        *callerAuth
+	chat           *chat.Service      // shared by all users; the token rides in the context
+	chatDeadline   time.Duration      // bound on a CreateSpace's upstream work, retries included
+	refreshes      singleflight.Group // one refresh per user at a time on this instance
 }
 
 // serverOptions are the dependencies a test (or cmd/local) may replace.
@@ -94,6 +102,8 @@ type serverOptions struct {
 	secretWait    time.Duration         // bound on one secret read; zero: 10 s
 	firestore     []option.ClientOption // Firestore client options
 	httpClient    *http.Client
+	certsClient   *http.Client  // fetches Google's ID-token keys; default httpClient
+	chatDeadline  time.Duration // default 30 s
 	now           func() time.Time
 	logger        *slog.Logger
 }
@@ -110,13 +120,29 @@ func newServer(ctx context.Context, cfg Config, o serverOptions) (*server, error
 	if o.httpClient == nil {
 		o.httpClient = newHTTPClient()
 	}
-	s := &server{cfg: cfg, http: o.httpClient, now: o.now, log: o.logger,
+	if o.certsClient == nil {
+		o.certsClient = o.httpClient
+	}
+	if o.chatDeadline == 0 {
+		o.chatDeadline = 30 * time.Second
+	}
+	s := &server{cfg: cfg, http: o.httpClient, now: o.now, log: o.logger, chatDeadline: o.chatDeadline,
 		secrets: &secretReader{opts: o.secretManager, wait: o.secretWait}}
+	built := false
+	defer func() {
+		if !built {
+			s.secrets.close()
+		}
+	}()
 
-	var clientJSON, webhookSecrets []byte
+	var clientJSON, webhookSecrets, keyset []byte
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() (err error) {
 		clientJSON, err = s.secrets.read(gctx, cfg.ClientSecrets)
+		return err
+	})
+	g.Go(func() (err error) {
+		keyset, err = s.secrets.read(gctx, cfg.TokenKeyset)
 		return err
 	})
 	if cfg.WebhookSecrets != "" {
@@ -126,17 +152,18 @@ func newServer(ctx context.Context, cfg Config, o serverOptions) (*server, error
 		})
 	}
 	if err := g.Wait(); err != nil {
-		s.secrets.close()
 		return nil, err
 	}
 	var err error
 	if s.client, err = parseClientSecrets(clientJSON); err != nil {
-		s.secrets.close()
+		return nil, err
+	}
+	cipher, err := newTokenCipher(keyset)
+	if err != nil {
 		return nil, err
 	}
 	if webhookSecrets != nil {
 		if s.webhookSecrets, err = parseWebhookSecrets(webhookSecrets); err != nil {
-			s.secrets.close()
 			return nil, err
 		}
 	}
@@ -151,6 +178,16 @@ func newServer(ctx context.Context, cfg Config, o serverOptions) (*server, error
 		RedirectURL: cfg.RedirectURL,
 		Scopes:      consentScopes,
 	}
+	if s.callers, err = newCallerAuth(ctx, s.webhookSecrets, cfg.AllowedAudiences, cfg.TrustedCallers, o.certsClient, o.now); err != nil {
+		return nil, err
+	}
+	chatOpts := []option.ClientOption{option.WithHTTPClient(&http.Client{Transport: bearerTransport{base: o.httpClient.Transport}})}
+	if cfg.ChatEndpoint != "" {
+		chatOpts = append(chatOpts, option.WithEndpoint(cfg.ChatEndpoint))
+	}
+	if s.chat, err = chat.NewService(context.WithoutCancel(ctx), chatOpts...); err != nil {
+		return nil, fmt.Errorf("chat: new service: %w", err)
+	}
 
 	switch cfg.Store {
 	case storeLocal:
@@ -161,9 +198,10 @@ func newServer(ctx context.Context, cfg Config, o serverOptions) (*server, error
 		s.store, err = newFirestoreStore(context.WithoutCancel(ctx), cfg.Project, cfg.FirestoreDatabase, o.firestore...)
 	}
 	if err != nil {
-		s.secrets.close()
 		return nil, err
 	}
+	s.store = &encryptedStore{tokenStore: s.store, c: cipher}
+	built = true
 	return s, nil
 }
 

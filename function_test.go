@@ -161,7 +161,10 @@ func newTestEnv(t *testing.T, storeKind string, edit ...func(*Config)) *testEnv 
 		needFirestore(t)
 	}
 	base := startFramework(t)
-	g, err := fakegoogle.New(fakegoogle.Options{AutoConsent: true, RedirectURIs: []string{base + "/OAuthCallback"}})
+	clock := &testClock{}
+	// The fake Google shares the server's clock, so tokens it issues expire
+	// when the server thinks they do.
+	g, err := fakegoogle.New(fakegoogle.Options{AutoConsent: true, RedirectURIs: []string{base + "/OAuthCallback"}, Now: clock.Now})
 	if err != nil {
 		t.Fatalf("start fake Google: %v", err)
 	}
@@ -171,11 +174,14 @@ func newTestEnv(t *testing.T, storeKind string, edit ...func(*Config)) *testEnv 
 	writeFile(t, clientFile, g.ClientJSON("web"))
 	webhookFile := filepath.Join(dir, "webhook_secrets")
 	writeFile(t, webhookFile, []byte(testWebhookSecret+"\n"))
+	keysetFile := filepath.Join(dir, "token_keyset.json")
+	writeFile(t, keysetFile, testKeyset(t))
 
 	cfg := Config{
 		Project:           testProject,
 		ClientSecrets:     clientFile,
 		WebhookSecrets:    webhookFile,
+		TokenKeyset:       keysetFile,
 		RedirectURL:       base + "/OAuthCallback",
 		PublicURL:         base,
 		Store:             storeKind,
@@ -187,24 +193,47 @@ func newTestEnv(t *testing.T, storeKind string, edit ...func(*Config)) *testEnv 
 	for _, f := range edit {
 		f(&cfg)
 	}
-	e := &testEnv{t: t, google: g, cfg: cfg, clock: &testClock{}, logs: &syncBuffer{}, base: base}
+	e := &testEnv{t: t, google: g, cfg: cfg, clock: clock, logs: &syncBuffer{}, base: base}
 	e.srv = e.newServer()
 	e.use(e.srv)
 	return e
 }
 
+// testKeyset returns a new Tink keyset for a test.
+func testKeyset(t testing.TB) []byte {
+	t.Helper()
+	ks, err := generateKeyset()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ks
+}
+
 const testWebhookSecret = "whsec-test-0123456789abcdef0123456789abcdef"
 
-// newServer builds another server on the same configuration and store, as
-// a second instance (or a restarted one) would be.
-func (e *testEnv) newServer() *server {
+// newServer builds a server on the env's configuration and store. edit
+// may set further options.
+func (e *testEnv) newServer(edit ...func(*serverOptions)) *server {
 	e.t.Helper()
-	s, err := newServer(context.Background(), e.cfg, serverOptions{now: e.clock.Now, logger: newLogger(e.logs)})
+	o := serverOptions{now: e.clock.Now, logger: newLogger(e.logs), certsClient: e.google.HTTPClient()}
+	for _, f := range edit {
+		f(&o)
+	}
+	s, err := newServer(context.Background(), e.cfg, o)
 	if err != nil {
 		e.t.Fatalf("newServer: %v", err)
 	}
 	e.t.Cleanup(func() { s.close() })
 	return s
+}
+
+// restart replaces the server with a new one, as a restarted instance: the
+// old one is closed first (the embedded store admits one process).
+func (e *testEnv) restart(edit ...func(*serverOptions)) {
+	e.t.Helper()
+	e.srv.close()
+	e.srv = e.newServer(edit...)
+	e.use(e.srv)
 }
 
 // use makes the Functions Framework's handlers serve with s.

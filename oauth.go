@@ -153,13 +153,13 @@ func (s *server) handleCallback(w http.ResponseWriter, r *http.Request) error {
 	}
 
 	now := s.now()
-	err = s.store.updateToken(ctx, user.Sub, func(cur *tokenRecord) (*tokenRecord, error) {
+	merge := func(cur *tokenRecord) (*tokenRecord, error) {
 		next := &tokenRecord{
 			Sub:          user.Sub,
 			Email:        email,
 			RefreshToken: tok.RefreshToken,
 			AccessToken:  tok.AccessToken,
-			Expiry:       tok.Expiry,
+			Expiry:       s.expiry(tok),
 			Scopes:       scopes,
 			Status:       tokenActive,
 			CreatedAt:    now,
@@ -178,7 +178,17 @@ func (s *server) handleCallback(w http.ResponseWriter, r *http.Request) error {
 			next.RefreshToken = cur.RefreshToken
 		}
 		return next, nil
-	})
+	}
+	err = s.store.updateToken(ctx, user.Sub, merge)
+	var tde *tokenDecryptError
+	if errors.As(err, &tde) {
+		// The stored record cannot be opened, so nothing in it can be kept:
+		// the fresh consent replaces it.
+		loggerFrom(ctx).Warn("replacing a stored token that cannot be decrypted", "sub", user.Sub, "error", err.Error())
+		if err = s.store.deleteToken(ctx, user.Sub); err == nil {
+			err = s.store.updateToken(ctx, user.Sub, merge)
+		}
+	}
 	if errors.Is(err, errNoRefreshToken) {
 		return s.reauthError(email, "Google did not send a lasting authorization for "+email+". Remove this app at https://myaccount.google.com/connections, then connect again.")
 	}

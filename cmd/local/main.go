@@ -23,7 +23,7 @@ import (
 
 	"github.com/GoogleCloudPlatform/functions-framework-go/funcframework"
 
-	_ "github.com/chatauth/chatauth" // registers the functions
+	"github.com/chatauth/chatauth" // importing it registers the functions
 	"github.com/chatauth/chatauth/internal/fakegoogle"
 )
 
@@ -66,13 +66,27 @@ func run(demo bool, host string) error {
 		}
 	}
 	if os.Getenv("WEBHOOK_SECRETS") == "" {
-		path, created, err := webhookSecretFile(dataDir)
+		path, created, err := generateOnce(filepath.Join(dataDir, "webhook_secret"), func() ([]byte, error) {
+			b := make([]byte, 32)
+			rand.Read(b)
+			return []byte(hex.EncodeToString(b) + "\n"), nil
+		})
 		if err != nil {
 			return err
 		}
 		os.Setenv("WEBHOOK_SECRETS", path)
 		if created {
 			fmt.Printf("Generated a webhook HMAC secret in %s (WEBHOOK_SECRETS).\n", path)
+		}
+	}
+	if os.Getenv("TOKEN_KEYSET") == "" {
+		path, created, err := generateOnce(filepath.Join(dataDir, "token_keyset.json"), chatauth.GenerateKeyset)
+		if err != nil {
+			return err
+		}
+		os.Setenv("TOKEN_KEYSET", path)
+		if created {
+			fmt.Printf("Generated a Tink keyset for tokens at rest in %s (TOKEN_KEYSET); keep it with the store.\n", path)
 		}
 	}
 
@@ -113,16 +127,17 @@ func startFakeGoogle(dataDir, redirectURL string) (*fakegoogle.Server, error) {
 	return g, nil
 }
 
-// webhookSecretFile returns DATA_DIR/webhook_secret, generating it once.
-// Only its path is printed, never the secret.
-func webhookSecretFile(dataDir string) (path string, created bool, err error) {
-	path = filepath.Join(dataDir, "webhook_secret")
+// generateOnce returns path, writing gen's secret there first if the file
+// does not exist yet. Only paths are ever printed, never secrets.
+func generateOnce(path string, gen func() ([]byte, error)) (string, bool, error) {
 	if _, err := os.Stat(path); err == nil {
 		return path, false, nil
 	}
-	b := make([]byte, 32)
-	rand.Read(b)
-	if err := os.WriteFile(path, []byte(hex.EncodeToString(b)+"\n"), 0o600); err != nil {
+	b, err := gen()
+	if err != nil {
+		return "", false, fmt.Errorf("generate %s: %w", path, err)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
 		return "", false, fmt.Errorf("write %s: %w", path, err)
 	}
 	return path, true, nil

@@ -1,0 +1,491 @@
+package chatauth
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"google.golang.org/api/idtoken"
+	"google.golang.org/api/option"
+)
+
+// How webhook callers (CreateSpace, Disconnect) prove who they are; see
+// DESIGN.md, "Caller authentication".
+const (
+	// signatureHeader carries "t=<unix seconds>,v1=<hex HMAC-SHA256>".
+	signatureHeader = "X-Signature"
+	// maxSignatureHeader bounds the header. A valid one is 82 bytes; the
+	// rest leaves room for fields a newer signer may add beside v1.
+	maxSignatureHeader = 512
+	// maxSignatureFields bounds the key=value fields, so that the check
+	// for repeated keys stays cheap and needs no map.
+	maxSignatureFields = 8
+	// signatureWindow is how far, in seconds and either way, a signature's
+	// timestamp may be from our clock.
+	signatureWindow = 300
+	// maxTimestampDigits admits every date until the year 33658 and keeps
+	// the parse clear of overflow.
+	maxTimestampDigits = 12
+	// maxIDTokenBytes bounds a bearer token; Google's ID tokens are about
+	// 1 KiB.
+	maxIDTokenBytes = 8 << 10
+
+	callerHMAC    = "hmac"
+	callerIDToken = "idtoken"
+)
+
+// signatureFormat ends every message about a malformed X-Signature, so a
+// person sees what is expected without the header being echoed.
+const signatureFormat = `expected t=<unix seconds>,v1=<64 hex digits of HMAC-SHA256(secret, "<t>.<raw body>")>`
+
+// callerAuth verifies callers of the webhook functions. It is built once
+// per instance and is safe for concurrent use.
+//
+// A request carries exactly one credential:
+//
+//   - X-Signature, an HMAC-SHA256 of "<t>.<raw body>" under one of the
+//     shared webhook secrets, its timestamp within ±300 s of now. Every
+//     secret is tried, so several can be active while one is rotated.
+//     Fields other than t and v1 are ignored (as Stripe's parsers do), so
+//     a signer may add a newer scheme beside v1; any repeated field, and
+//     a header without t or v1, is refused.
+//   - Authorization: Bearer <Google ID token>, RS256-signed by Google,
+//     unexpired, for one of the allowed audiences, issued by
+//     accounts.google.com, with a verified email.
+//
+// A request with both is refused rather than judged by one of them: a
+// proxy or a confused client that adds the second must not decide which
+// check applies. A signature proves only that the caller holds a secret,
+// not that the request is fresh: within the window it can be replayed.
+type callerAuth struct {
+	secrets   [][]byte            // HMAC keys; empty: signatures are refused
+	audiences []string            // ID-token audiences; empty: ID tokens are refused
+	trusted   map[string]struct{} // lowercase emails of ID-token callers that may act for anyone
+	validator *idtoken.Validator  // nil when audiences is empty
+	now       func() time.Time
+}
+
+// caller is who called, as authenticate established it.
+type caller struct {
+	method  string // callerHMAC or callerIDToken
+	email   string // ID-token callers: their verified email, lowercase; "" for HMAC
+	trusted bool   // HMAC callers hold a shared secret; ID-token callers when listed in TRUSTED_CALLERS
+}
+
+// newCallerAuth builds the verifier. httpClient fetches Google's signing
+// keys (tests point it at a fake); the validator caches them for as long
+// as Google's Cache-Control allows. With no audiences ID tokens are not
+// accepted, and with no secrets signatures are not.
+func newCallerAuth(ctx context.Context, secrets [][]byte, audiences, trustedCallers []string, httpClient *http.Client, now func() time.Time) (*callerAuth, error) {
+	if now == nil {
+		now = time.Now
+	}
+	a := &callerAuth{now: now, trusted: make(map[string]struct{}, len(trustedCallers))}
+	for i, s := range secrets {
+		// An empty or short key would let anyone who guesses it sign;
+		// parseWebhookSecrets already refuses them, and so does this.
+		if len(s) < 16 {
+			return nil, fmt.Errorf("callers: webhook secret %d is shorter than 16 bytes", i+1)
+		}
+		a.secrets = append(a.secrets, slices.Clone(s))
+	}
+	for _, aud := range audiences {
+		if aud = strings.TrimSpace(aud); aud != "" && !slices.Contains(a.audiences, aud) {
+			a.audiences = append(a.audiences, aud)
+		}
+	}
+	for _, c := range trustedCallers {
+		if c = strings.ToLower(strings.TrimSpace(c)); c != "" {
+			a.trusted[c] = struct{}{}
+		}
+	}
+	if len(a.audiences) > 0 {
+		var opts []idtoken.ClientOption
+		if httpClient != nil {
+			opts = append(opts, option.WithHTTPClient(httpClient))
+		}
+		// The validator outlives the request that happens to build it.
+		v, err := idtoken.NewValidator(context.WithoutCancel(ctx), opts...)
+		if err != nil {
+			return nil, fmt.Errorf("callers: new ID token validator: %w", err)
+		}
+		a.validator = v
+	}
+	return a, nil
+}
+
+// authenticate checks r's credential against the raw body, which the
+// handler has already read (at most 64 KiB). A refusal is an *Error with
+// status UNAUTHENTICATED whose message says what to fix, never quoting
+// the credential; only a failure to fetch Google's keys is UNAVAILABLE,
+// since the caller's token may well be good.
+func (a *callerAuth) authenticate(r *http.Request, body []byte) (*caller, error) {
+	// The header map is indexed directly: both names are canonical.
+	sigs, authz := r.Header[signatureHeader], r.Header["Authorization"]
+	switch {
+	case len(sigs) > 0 && len(authz) > 0:
+		return nil, errorf(statusUnauthenticated, "send either X-Signature or Authorization: Bearer <Google ID token>, not both")
+	case len(sigs) > 1:
+		return nil, errorf(statusUnauthenticated, "send exactly one X-Signature header")
+	case len(sigs) == 1:
+		if err := a.verifyHMAC(sigs[0], body); err != nil {
+			return nil, err
+		}
+		return &caller{method: callerHMAC, trusted: true}, nil
+	case len(authz) > 1:
+		return nil, errorf(statusUnauthenticated, "send exactly one Authorization header")
+	case len(authz) == 1:
+		return a.verifyIDToken(r.Context(), authz[0])
+	default:
+		return nil, errorf(statusUnauthenticated, "no credentials: send X-Signature or Authorization: Bearer <Google ID token>")
+	}
+}
+
+// malformedSignature is the refusal of an X-Signature that does not parse.
+func malformedSignature(problem string) *Error {
+	return errorf(statusUnauthenticated, "X-Signature is malformed (%s): %s", problem, signatureFormat)
+}
+
+// verifyHMAC checks an X-Signature header value against body. It parses
+// without regular expressions or allocations, checks the window before
+// computing anything, and computes the HMAC under every secret, comparing
+// each in constant time, so neither the time taken nor the answer tells
+// which secret matched.
+func (a *callerAuth) verifyHMAC(header string, body []byte) error {
+	if len(a.secrets) == 0 {
+		return errorf(statusUnauthenticated, "X-Signature is not accepted here (no webhook secrets are configured); send Authorization: Bearer <Google ID token>")
+	}
+	if header == "" {
+		return malformedSignature("empty")
+	}
+	if len(header) > maxSignatureHeader {
+		return malformedSignature(fmt.Sprintf("longer than %d bytes", maxSignatureHeader))
+	}
+	for i := 0; i < len(header); i++ {
+		if c := header[i]; c <= ' ' || c >= 0x7f {
+			return malformedSignature("spaces, control or non-ASCII characters")
+		}
+	}
+
+	var (
+		keys          [maxSignatureFields]string
+		nkeys         int
+		ts, v1        string
+		haveT, haveV1 bool
+	)
+	for rest, more := header, true; more; {
+		var field string
+		field, rest, more = strings.Cut(rest, ",")
+		k, v, ok := strings.Cut(field, "=")
+		if !ok || !isSignatureKey(k) || v == "" {
+			return malformedSignature("fields must be key=value, separated by commas")
+		}
+		if slices.Contains(keys[:nkeys], k) {
+			switch k {
+			case "t", "v1":
+				return malformedSignature(k + " appears more than once")
+			default:
+				return malformedSignature("a field appears more than once")
+			}
+		}
+		if nkeys == len(keys) {
+			return malformedSignature(fmt.Sprintf("more than %d fields", maxSignatureFields))
+		}
+		keys[nkeys] = k
+		nkeys++
+		switch k {
+		case "t":
+			ts, haveT = v, true
+		case "v1":
+			v1, haveV1 = v, true
+		}
+	}
+	if !haveT {
+		return malformedSignature("no t")
+	}
+	if !haveV1 {
+		return malformedSignature("no v1")
+	}
+	t, ok := parseUnixSeconds(ts)
+	if !ok {
+		return malformedSignature(fmt.Sprintf("t must be unix seconds, 1 to %d digits", maxTimestampDigits))
+	}
+	var want [sha256.Size]byte
+	if !decodeHex(want[:], v1) {
+		return malformedSignature(fmt.Sprintf("v1 must be %d hex digits", 2*sha256.Size))
+	}
+
+	switch d := a.now().Unix() - t; {
+	case d > signatureWindow:
+		return errorf(statusUnauthenticated, "the signature timestamp is more than %d seconds old; sign each request when sending it, and check the caller's clock", signatureWindow)
+	case d < -signatureWindow:
+		return errorf(statusUnauthenticated, "the signature timestamp is more than %d seconds from now; check the caller's clock", signatureWindow)
+	}
+
+	// The message is "<t>.<body>", with t exactly as sent. The prefix is
+	// built in a small buffer whose tail receives each sum.
+	var buf [maxTimestampDigits + 1 + sha256.Size]byte
+	n := copy(buf[:], ts)
+	buf[n] = '.'
+	prefix := buf[:n+1]
+	matched := false
+	for _, secret := range a.secrets {
+		m := hmac.New(sha256.New, secret)
+		m.Write(prefix)
+		m.Write(body)
+		got := m.Sum(buf[n+1 : n+1])
+		if hmac.Equal(got, want[:]) {
+			matched = true
+		}
+	}
+	if !matched {
+		return errorf(statusUnauthenticated, "the signature does not match the body; sign the exact bytes sent, as HMAC-SHA256(secret, \"<t>.<raw body>\")")
+	}
+	return nil
+}
+
+// isSignatureKey reports whether k is a plausible X-Signature field name:
+// 1 to 16 lowercase letters and digits.
+func isSignatureKey(k string) bool {
+	if k == "" || len(k) > 16 {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; !('a' <= c && c <= 'z' || '0' <= c && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// parseUnixSeconds parses 1 to maxTimestampDigits decimal digits; signs,
+// spaces and anything else are refused.
+func parseUnixSeconds(s string) (int64, bool) {
+	if s == "" || len(s) > maxTimestampDigits {
+		return 0, false
+	}
+	var t int64
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		t = t*10 + int64(c-'0')
+	}
+	return t, true
+}
+
+// decodeHex decodes s, upper or lower case, into dst, which it must fill
+// exactly. Unlike hex.Decode it reads a string without copying it.
+func decodeHex(dst []byte, s string) bool {
+	if len(s) != 2*len(dst) {
+		return false
+	}
+	for i := range dst {
+		hi, ok1 := fromHexDigit(s[2*i])
+		lo, ok2 := fromHexDigit(s[2*i+1])
+		if !ok1 || !ok2 {
+			return false
+		}
+		dst[i] = hi<<4 | lo
+	}
+	return true
+}
+
+func fromHexDigit(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}
+
+// idTokenHeader is the part of a JWT header the checks read.
+type idTokenHeader struct {
+	Alg  string          `json:"alg"`
+	Kid  string          `json:"kid"`
+	Crit json.RawMessage `json:"crit"`
+}
+
+// idTokenClaims are the claims the checks read. They are decoded from the
+// same payload the validator verifies, so once the signature holds they
+// are Google's.
+type idTokenClaims struct {
+	Iss           string   `json:"iss"`
+	Aud           string   `json:"aud"`
+	Exp           int64    `json:"exp"`
+	Email         string   `json:"email"`
+	EmailVerified flexBool `json:"email_verified"`
+}
+
+// verifyIDToken checks an Authorization header value. The cheap checks
+// (shape, algorithm, audience, expiry, issuer, email) come first, from the
+// unverified token, so that garbage costs no RSA and gets a precise
+// message; the idtoken validator then checks the signature against
+// Google's keys, and audience and expiry again.
+func (a *callerAuth) verifyIDToken(ctx context.Context, authz string) (*caller, error) {
+	if a.validator == nil {
+		return nil, errorf(statusUnauthenticated, "Google ID tokens are not accepted here (ALLOWED_AUDIENCES is empty); sign the request with X-Signature")
+	}
+	scheme, tok, _ := strings.Cut(authz, " ")
+	if !strings.EqualFold(scheme, "Bearer") {
+		return nil, errorf(statusUnauthenticated, "the Authorization header must be \"Bearer <Google ID token>\"; no other scheme is accepted")
+	}
+	tok = strings.TrimLeft(tok, " ")
+	if tok == "" {
+		return nil, errorf(statusUnauthenticated, "the Authorization header has no token after Bearer; send a Google ID token")
+	}
+	if len(tok) > maxIDTokenBytes {
+		return nil, errorf(statusUnauthenticated, "the bearer token is longer than %d bytes; send a Google ID token", maxIDTokenBytes)
+	}
+	notJWT := errorf(statusUnauthenticated, "the bearer token is not a Google ID token (a JWT of three base64url parts)")
+	h, rest, ok1 := strings.Cut(tok, ".")
+	p, s, ok2 := strings.Cut(rest, ".")
+	// An empty signature is let through to the algorithm check, so that an
+	// unsigned token (alg "none") is told why it is refused.
+	if !ok1 || !ok2 || h == "" || p == "" || !isBase64URL(h) || !isBase64URL(p) || !isBase64URL(s) {
+		return nil, notJWT
+	}
+	var hdr idTokenHeader
+	if err := decodeJWTPart(h, &hdr); err != nil {
+		return nil, notJWT
+	}
+	// The validator also accepts ES256, against IAP's keys; Google's ID
+	// tokens are RS256 only, so nothing else goes further (alg "none" and
+	// HS256 confusion included).
+	if hdr.Alg != "RS256" {
+		return nil, errorf(statusUnauthenticated, "the ID token must be signed with RS256, as Google signs its ID tokens")
+	}
+	if s == "" {
+		return nil, notJWT
+	}
+	if hdr.Kid == "" {
+		return nil, errorf(statusUnauthenticated, "the ID token names no signing key (kid); send a Google ID token")
+	}
+	if len(hdr.Crit) > 0 {
+		return nil, errorf(statusUnauthenticated, "the ID token has critical header extensions, which are not supported")
+	}
+	var c idTokenClaims
+	if err := decodeJWTPart(p, &c); err != nil {
+		return nil, wrapError(statusUnauthenticated, err, "the ID token's claims are malformed; send a Google ID token")
+	}
+	switch {
+	case !slices.Contains(a.audiences, c.Aud):
+		return nil, errorf(statusUnauthenticated, "the ID token's audience is not accepted; request the token for one of ALLOWED_AUDIENCES (usually this function's URL)")
+	case c.Exp == 0:
+		return nil, errorf(statusUnauthenticated, "the ID token has no expiry; send a Google ID token")
+	case a.now().Unix() > c.Exp:
+		return nil, errorf(statusUnauthenticated, "the ID token has expired; fetch a fresh one")
+	case c.Iss != googleIssuer && c.Iss != "accounts.google.com":
+		return nil, errorf(statusUnauthenticated, "the ID token was not issued by Google (the issuer must be %s)", googleIssuer)
+	case c.Email == "":
+		return nil, errorf(statusUnauthenticated, "the ID token has no email; request it with the email claim (for a service account, include the email)")
+	case !bool(c.EmailVerified):
+		return nil, errorf(statusUnauthenticated, "the ID token's email is not verified")
+	case !validEmail(c.Email):
+		return nil, errorf(statusUnauthenticated, "the ID token's email is not an email address")
+	}
+	if _, err := a.validator.Validate(ctx, tok, c.Aud); err != nil {
+		return nil, idTokenError(err)
+	}
+	email := strings.ToLower(c.Email)
+	_, trusted := a.trusted[email]
+	return &caller{method: callerIDToken, email: email, trusted: trusted}, nil
+}
+
+// idTokenError turns a validator failure into the answer. By the time the
+// validator runs, the token's shape, algorithm, audience and expiry have
+// been checked, so what is left is a bad signature, a key Google does not
+// publish, expiry in the instant between the checks, or failing to fetch
+// Google's keys. The library's errors are plain strings except for the
+// first; any it might add later are answered as unavailable, which still
+// refuses the token, and tests pin the ones matched here.
+func idTokenError(err error) *Error {
+	msg := err.Error()
+	switch {
+	case errors.Is(err, rsa.ErrVerification):
+		return wrapError(statusUnauthenticated, err, "the ID token's signature is not valid; send a Google ID token as issued")
+	case strings.Contains(msg, "could not find matching cert keyId"):
+		return wrapError(statusUnauthenticated, err, "the ID token is signed with a key Google does not publish; send a Google ID token")
+	case strings.Contains(msg, "token expired"):
+		return wrapError(statusUnauthenticated, err, "the ID token has expired; fetch a fresh one")
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return wrapError(statusUnavailable, err, "Google's signing keys could not be fetched in time; try again")
+	default:
+		return &Error{Status: statusUnavailable, Message: "Google's signing keys could not be fetched to check the ID token; try again shortly", RetryAfter: 5, Err: fmt.Errorf("callers: validate ID token: %w", err)}
+	}
+}
+
+// decodeJWTPart decodes one base64url part of a JWT as JSON into v.
+func decodeJWTPart(part string, v any) error {
+	b, err := base64.RawURLEncoding.DecodeString(part)
+	if err != nil {
+		return errors.New("not base64url")
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return errors.New("not a JSON object of the expected claims")
+	}
+	return nil
+}
+
+// isBase64URL reports whether s uses only the unpadded base64url alphabet.
+func isBase64URL(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// mayActAs reports whether c may act for user, a "users/{id}" name or an
+// email. Trusted callers act for anyone; any other ID-token caller only
+// as its own email. The comparison folds ASCII case only: Google
+// addresses are ASCII, and Unicode folding would let, say, the Kelvin sign
+// stand for a "k".
+func (c *caller) mayActAs(user string) error {
+	if c.trusted {
+		return nil
+	}
+	if c.email == "" {
+		return errorf(statusPermissionDenied, "this caller may not act for users; add it to TRUSTED_CALLERS")
+	}
+	if asciiEqualFold(user, c.email) {
+		return nil
+	}
+	return errorf(statusPermissionDenied, "caller %s may act only as itself; add it to TRUSTED_CALLERS to act for others", c.email)
+}
+
+// asciiEqualFold is strings.EqualFold restricted to ASCII letters.
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}

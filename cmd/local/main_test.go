@@ -1,0 +1,399 @@
+//go:build unix
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/net/html"
+)
+
+// stateCookie is the browser-binding cookie OAuthStart sets.
+const stateCookie = "__Host-chatauth_state"
+
+// configVars are the variables chatauth and this runner read. The programs
+// under test get none of them from the test's environment, so that they run
+// on their defaults as `go run ./cmd/local -demo` does on a fresh machine.
+var configVars = []string{
+	"GOOGLE_CLOUD_PROJECT", "CLIENT_SECRETS", "WEBHOOK_SECRETS", "REDIRECT_URL", "PUBLIC_URL",
+	"ALLOWED_AUDIENCES", "TRUSTED_CALLERS", "STORE", "DATA_DIR", "FIRESTORE_DATABASE",
+	"FIRESTORE_EMULATOR_HOST", "CHAT_API_ENDPOINT", "OAUTH_REVOKE_URL", "PORT",
+	"FUNCTION_TARGET", "K_SERVICE",
+}
+
+// syncBuffer collects a child's output while the test reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// buildLocal builds this command, as `go run ./cmd/local` does, into a
+// temporary directory.
+func buildLocal(t *testing.T) string {
+	t.Helper()
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("the go command is needed to build ./cmd/local: %v", err)
+	}
+	bin := filepath.Join(t.TempDir(), "chatauth-local")
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, goTool, "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build ./cmd/local: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// childEnv is the test's environment without chatauth's variables, plus
+// extra.
+func childEnv(extra ...string) []string {
+	env := slices.DeleteFunc(os.Environ(), func(kv string) bool {
+		name, _, _ := strings.Cut(kv, "=")
+		return slices.Contains(configVars, name)
+	})
+	return append(env, extra...)
+}
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
+}
+
+// command prepares bin in its own process group, so the whole group can be
+// killed, and collects its output.
+func command(bin string, args ...string) (cmd *exec.Cmd, stdout, stderr *syncBuffer) {
+	cmd = exec.Command(bin, args...)
+	stdout, stderr = &syncBuffer{}, &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	return cmd, stdout, stderr
+}
+
+// TestDemo runs the README's first command, `go run ./cmd/local -demo`, and
+// goes through the consent flow over HTTP as a browser would: OAuthStart,
+// the fake Google's consent page, Allow, and back to OAuthCallback.
+func TestDemo(t *testing.T) {
+	bin := buildLocal(t)
+	port := freePort(t)
+	dataDir := t.TempDir()
+	cmd, stdout, stderr := command(bin, "-demo")
+	cmd.Dir = t.TempDir()
+	cmd.Env = childEnv("PORT="+port, "DATA_DIR="+dataDir)
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s -demo: %v", bin, err)
+	}
+	exited, exitErr := waitInBackground(cmd)
+	t.Cleanup(func() {
+		// The negative pid is the process group Setpgid made.
+		if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+			t.Errorf("kill the process group: %v", err)
+		}
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			t.Error("the demo did not exit after SIGKILL")
+		}
+		if t.Failed() {
+			t.Logf("stdout:\n%s\nstderr:\n%s", stdout, stderr)
+		}
+	})
+
+	base := "http://localhost:" + port
+	waitListening(t, "127.0.0.1:"+port, exited, exitErr, stderr)
+	// The banner is printed before the port opens; the copy from the pipe
+	// may still be on its way.
+	waitFor(t, func() bool { return strings.Contains(stdout.String(), base+"/OAuthStart") },
+		"the demo to print %s/OAuthStart", base)
+
+	c := &http.Client{
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		Timeout:       30 * time.Second,
+	}
+
+	// OAuthStart: a redirect to the fake Google, and the state cookie. It is
+	// kept by hand: net/http/cookiejar withholds Secure cookies from
+	// http:// URLs, which browsers send to localhost.
+	resp, body := do(t, c, http.MethodGet, base+"/OAuthStart", nil, nil)
+	if resp.StatusCode != http.StatusFound {
+		t.Fatalf("OAuthStart: got %d, want 302; body: %s", resp.StatusCode, body)
+	}
+	var cookie *http.Cookie
+	for _, ck := range resp.Cookies() {
+		if ck.Name == stateCookie {
+			cookie = ck
+		}
+	}
+	if cookie == nil || cookie.Value == "" {
+		t.Fatalf("OAuthStart set no %s cookie", stateCookie)
+	}
+	consentURL, err := resp.Location()
+	if err != nil {
+		t.Fatalf("OAuthStart's Location: %v", err)
+	}
+
+	// The fake Google's consent page, submitted as the Allow button would.
+	resp, body = do(t, c, http.MethodGet, consentURL.String(), nil, nil)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("consent page %s: got %d, want 200; body: %s", consentURL, resp.StatusCode, body)
+	}
+	action, form := consentForm(t, consentURL, body, "allow")
+	resp, body = do(t, c, http.MethodPost, action.String(), form, nil)
+	if resp.StatusCode != http.StatusFound {
+		t.Fatalf("Allow: got %d, want 302; body: %s", resp.StatusCode, body)
+	}
+	callback, err := resp.Location()
+	if err != nil {
+		t.Fatalf("Allow's Location: %v", err)
+	}
+	if !strings.HasPrefix(callback.String(), base+"/OAuthCallback?") {
+		t.Fatalf("the fake Google sent the browser to %s, want %s/OAuthCallback", callback, base)
+	}
+
+	resp, body = do(t, c, http.MethodGet, callback.String(), nil, cookie)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "Google Chat is connected") {
+		t.Fatalf("OAuthCallback: got %d, want 200 with \"Google Chat is connected\"; body: %s", resp.StatusCode, body)
+	}
+
+	secretFile := filepath.Join(dataDir, "webhook_secret")
+	secret, err := os.ReadFile(secretFile)
+	if err != nil {
+		t.Fatalf("the demo wrote no webhook secret: %v", err)
+	}
+	out := stdout.String()
+	if !strings.Contains(out, secretFile) {
+		t.Errorf("stdout does not name the webhook secret's file %s:\n%s", secretFile, out)
+	}
+	s := strings.TrimSpace(string(secret))
+	if s == "" {
+		t.Fatalf("the webhook secret file %s is empty", secretFile)
+	}
+	if strings.Contains(out, s) || strings.Contains(stderr.String(), s) {
+		t.Error("the demo printed the webhook secret itself")
+	}
+}
+
+// TestNoClientSecrets: without -demo and without client_secrets.json the
+// runner stops at once, and says how to try it offline.
+func TestNoClientSecrets(t *testing.T) {
+	bin := buildLocal(t)
+	cmd, stdout, stderr := command(bin)
+	cmd.Dir = t.TempDir() // no client_secrets.json here
+	cmd.Env = childEnv("PORT="+freePort(t), "DATA_DIR="+t.TempDir())
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", bin, err)
+	}
+	exited, exitErr := waitInBackground(cmd)
+	select {
+	case <-exited:
+	case <-time.After(30 * time.Second):
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-exited
+		t.Fatalf("the runner kept running without client_secrets.json; stdout:\n%s\nstderr:\n%s", stdout, stderr)
+	}
+	err := exitErr()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() == 0 {
+		t.Fatalf("got exit %v, want a non-zero exit status; stderr:\n%s", err, stderr)
+	}
+	if msg := stderr.String(); !strings.Contains(msg, "client_secrets.json") || !strings.Contains(msg, "-demo") {
+		t.Errorf("the message does not name client_secrets.json and -demo:\n%s", msg)
+	}
+}
+
+// waitInBackground waits for cmd in a goroutine. exited is closed when
+// cmd has exited; exitErr then returns what cmd.Wait returned.
+func waitInBackground(cmd *exec.Cmd) (exited <-chan struct{}, exitErr func() error) {
+	done := make(chan struct{})
+	var err error
+	go func() {
+		err = cmd.Wait()
+		close(done)
+	}()
+	return done, func() error { <-done; return err }
+}
+
+// waitListening waits, at most 30 s, until addr accepts connections, and
+// fails early if the program exits.
+func waitListening(t *testing.T, addr string, exited <-chan struct{}, exitErr func() error, stderr *syncBuffer) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-exited:
+			t.Fatalf("the demo exited before listening: %v\n%s", exitErr(), stderr)
+		default:
+		}
+		if conn, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			conn.Close()
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("the demo did not listen on %s within 30 s", addr)
+}
+
+// waitFor polls cond for at most 5 s.
+func waitFor(t *testing.T, cond func() bool, format string, args ...any) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for "+format, args...)
+}
+
+// do sends one request, a form when form is not nil, with cookie when not
+// nil, and returns the response with its body read.
+func do(t *testing.T, c *http.Client, method, u string, form url.Values, cookie *http.Cookie) (*http.Response, string) {
+	t.Helper()
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req, err := http.NewRequestWithContext(t.Context(), method, u, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept", "text/html")
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	if cookie != nil {
+		req.AddCookie(&http.Cookie{Name: cookie.Name, Value: cookie.Value})
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, u, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: read body: %v", method, u, err)
+	}
+	return resp, string(b)
+}
+
+// consentForm reads the consent page's form as a browser submits it when
+// the button with id buttonID is pressed: hidden inputs, ticked
+// checkboxes, the selected option of each select, and the button's own
+// name and value. It returns the form's action, resolved against page.
+func consentForm(t *testing.T, page *url.URL, body, buttonID string) (*url.URL, url.Values) {
+	t.Helper()
+	doc, err := html.Parse(strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("parse the consent page: %v", err)
+	}
+	var formNode *html.Node
+	for n := range doc.Descendants() {
+		if n.Type == html.ElementNode && n.Data == "form" {
+			formNode = n
+			break
+		}
+	}
+	if formNode == nil {
+		t.Fatalf("the consent page has no form:\n%s", body)
+	}
+	if m := attr(formNode, "method"); !strings.EqualFold(m, "post") {
+		t.Fatalf("the consent form's method is %q, want post", m)
+	}
+	action, err := page.Parse(attr(formNode, "action"))
+	if err != nil {
+		t.Fatalf("the consent form's action: %v", err)
+	}
+
+	form := url.Values{}
+	pressed := false
+	for n := range formNode.Descendants() {
+		if n.Type != html.ElementNode {
+			continue
+		}
+		name := attr(n, "name")
+		switch n.Data {
+		case "input":
+			switch attr(n, "type") {
+			case "hidden":
+				form.Add(name, attr(n, "value"))
+			case "checkbox":
+				if hasAttr(n, "checked") {
+					form.Add(name, attr(n, "value"))
+				}
+			}
+		case "select":
+			var first, selected *html.Node
+			for o := range n.Descendants() {
+				if o.Type == html.ElementNode && o.Data == "option" {
+					if first == nil {
+						first = o
+					}
+					if selected == nil && hasAttr(o, "selected") {
+						selected = o
+					}
+				}
+			}
+			if selected == nil {
+				selected = first
+			}
+			if selected != nil {
+				form.Add(name, attr(selected, "value"))
+			}
+		case "button":
+			if attr(n, "id") == buttonID {
+				form.Add(name, attr(n, "value"))
+				pressed = true
+			}
+		}
+	}
+	if !pressed {
+		t.Fatalf("the consent page has no button #%s:\n%s", buttonID, body)
+	}
+	return action, form
+}
+
+func attr(n *html.Node, key string) string {
+	for _, a := range n.Attr {
+		if a.Key == key {
+			return a.Val
+		}
+	}
+	return ""
+}
+
+func hasAttr(n *html.Node, key string) bool {
+	return slices.ContainsFunc(n.Attr, func(a html.Attribute) bool { return a.Key == key })
+}

@@ -1,0 +1,438 @@
+package chatauth
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/googleapis/gax-go/v2"
+	"google.golang.org/api/chat/v1"
+	"google.golang.org/api/googleapi"
+)
+
+// maxBody bounds every webhook body (DESIGN.md: 64 KiB).
+const maxBody = 64 << 10
+
+// Space types of the Chat API.
+const (
+	spaceTypeSpace     = "SPACE"
+	spaceTypeGroupChat = "GROUP_CHAT"
+	spaceTypeDM        = "DIRECT_MESSAGE"
+)
+
+// createSpaceRequest is CreateSpace's body (DESIGN.md).
+type createSpaceRequest struct {
+	User        string   `json:"user"`
+	DisplayName string   `json:"displayName"`
+	SpaceType   string   `json:"spaceType"`
+	Description string   `json:"description"`
+	Members     []string `json:"members"`
+	RequestID   string   `json:"requestId"`
+}
+
+var (
+	userIDPattern    = regexp.MustCompile(`^users/[0-9]{1,64}$`)
+	requestIDPattern = regexp.MustCompile(`^[A-Za-z0-9._:~-]{1,128}$`)
+)
+
+// handleCreateSpace serves POST /CreateSpace: it authenticates the caller,
+// validates the request, and creates the space as the consenting user.
+func (s *server) handleCreateSpace(w http.ResponseWriter, r *http.Request) error {
+	body, err := readJSONBody(w, r)
+	if err != nil {
+		return err
+	}
+	c, err := s.callers.authenticate(r, body)
+	if err != nil {
+		return err
+	}
+	var req createSpaceRequest
+	if err := decodeStrict(body, &req); err != nil {
+		return err
+	}
+	if err := req.validate(); err != nil {
+		return err
+	}
+	if err := c.mayActAs(req.User); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.chatDeadline)
+	defer cancel()
+	rec, err := s.lookupUser(ctx, req.User)
+	if err != nil {
+		return err
+	}
+	if req.RequestID == "" {
+		// One id for every try of this request, so a retry after a lost
+		// answer cannot create a second space.
+		b := make([]byte, 16)
+		rand.Read(b)
+		req.RequestID = "chatauth-" + hex.EncodeToString(b)
+	}
+	space, err := s.createSpace(ctx, rec, &req)
+	if err != nil {
+		return err
+	}
+	loggerFrom(ctx).Info("space created", "sub", rec.Sub, "space", space.Name, "caller", c.method)
+	writeJSON(w, http.StatusOK, space)
+	return nil
+}
+
+// readJSONBody enforces POST, application/json and the size bound, in
+// that order and before anything that costs, and returns the raw body
+// (signatures are over its exact bytes).
+func readJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		return nil, errorf(statusMethodNotAllowed, "use POST with a JSON body")
+	}
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/json" {
+		return nil, errorf(statusUnsupportedMediaType, "send the body as Content-Type: application/json")
+	}
+	if r.ContentLength > maxBody {
+		return nil, errorf(statusPayloadTooLarge, "the body is larger than %d KiB", maxBody>>10)
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return nil, errorf(statusPayloadTooLarge, "the body is larger than %d KiB", maxBody>>10)
+	}
+	if err != nil {
+		return nil, errorf(statusInvalidArgument, "the body could not be read")
+	}
+	return body, nil
+}
+
+// decodeStrict decodes a JSON object into v, refusing what encoding/json
+// lets pass: unknown fields, duplicate keys (which parsers disagree on),
+// invalid UTF-8 (silently replaced otherwise) and trailing data.
+func decodeStrict(body []byte, v any) error {
+	if !utf8.Valid(body) {
+		return errorf(statusInvalidArgument, "the body is not valid UTF-8")
+	}
+	if key, err := duplicateKey(body); err != nil {
+		return errorf(statusInvalidArgument, "the body is not a JSON object")
+	} else if key != "" {
+		return errorf(statusInvalidArgument, "the field %q appears more than once", key)
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return errorf(statusInvalidArgument, "the body is not a valid request: %s", jsonProblem(err))
+	}
+	if dec.More() {
+		return errorf(statusInvalidArgument, "the body has data after the JSON object")
+	}
+	return nil
+}
+
+// jsonProblem describes a decoding error without quoting the input.
+func jsonProblem(err error) string {
+	var te *json.UnmarshalTypeError
+	var se *json.SyntaxError
+	switch {
+	case errors.As(err, &te):
+		return fmt.Sprintf("the field %q must be %s", te.Field, jsonTypeName(te.Type.Kind().String()))
+	case errors.As(err, &se):
+		return fmt.Sprintf("JSON syntax error at byte %d", se.Offset)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return "unknown field " + strings.TrimPrefix(err.Error(), "json: unknown field ")
+	case errors.Is(err, io.EOF):
+		return "the body is empty"
+	default:
+		return "malformed JSON"
+	}
+}
+
+func jsonTypeName(kind string) string {
+	switch kind {
+	case "slice":
+		return "an array of strings"
+	case "string":
+		return "a string"
+	}
+	return "of another type"
+}
+
+// duplicateKey returns the first key that appears twice in the top-level
+// object of body, walking its tokens.
+func duplicateKey(body []byte) (string, error) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	tok, err := dec.Token()
+	if err != nil || tok != json.Delim('{') {
+		return "", errors.New("not an object")
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return "", err
+		}
+		key, _ := tok.(string)
+		if seen[key] {
+			return key, nil
+		}
+		seen[key] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return "", err
+		}
+	}
+	return "", nil
+}
+
+// validate checks every field, naming the one that is wrong.
+func (q *createSpaceRequest) validate() error {
+	bad := func(format string, args ...any) error { return errorf(statusInvalidArgument, format, args...) }
+	if q.User == "" {
+		return bad(`"user" is required: "users/{id}" or the email of a user who has connected Google Chat`)
+	}
+	if !validUser(q.User) {
+		return bad(`"user" must be "users/{numeric id}" or an email address`)
+	}
+	if q.SpaceType == "" {
+		q.SpaceType = spaceTypeSpace
+	}
+	n := utf8.RuneCountInString(q.DisplayName)
+	switch q.SpaceType {
+	case spaceTypeSpace:
+		if n == 0 {
+			return bad(`"displayName" is required for a SPACE (1 to 128 characters)`)
+		}
+	case spaceTypeGroupChat:
+		if len(q.Members) < 2 {
+			return bad(`a GROUP_CHAT needs at least 2 "members" besides the user`)
+		}
+	case spaceTypeDM:
+		if len(q.Members) != 1 {
+			return bad(`a DIRECT_MESSAGE needs exactly 1 member in "members"`)
+		}
+		if n > 0 {
+			return bad(`a DIRECT_MESSAGE has no "displayName"`)
+		}
+	default:
+		return bad(`"spaceType" must be SPACE, GROUP_CHAT or DIRECT_MESSAGE`)
+	}
+	if n > 128 {
+		return bad(`"displayName" is longer than 128 characters`)
+	}
+	if hasControl(q.DisplayName) {
+		return bad(`"displayName" contains control characters`)
+	}
+	if utf8.RuneCountInString(q.Description) > 4096 {
+		return bad(`"description" is longer than 4096 characters`)
+	}
+	if q.Description != "" && q.SpaceType != spaceTypeSpace {
+		return bad(`"description" is only for a SPACE`)
+	}
+	if len(q.Members) > 49 {
+		return bad(`"members" lists %d users; Chat allows at most 49 besides the user`, len(q.Members))
+	}
+	seen := make(map[string]bool, len(q.Members))
+	for i, m := range q.Members {
+		if !validUser(m) {
+			return bad(`"members"[%d] must be "users/{numeric id}" or an email address`, i)
+		}
+		if key := strings.ToLower(m); seen[key] {
+			return bad(`"members"[%d] repeats %s`, i, m)
+		} else {
+			seen[key] = true
+		}
+	}
+	if q.RequestID != "" && !requestIDPattern.MatchString(q.RequestID) {
+		return bad(`"requestId" must be 1 to 128 characters of letters, digits and . _ : ~ -`)
+	}
+	return nil
+}
+
+func validUser(u string) bool { return userIDPattern.MatchString(u) || validEmail(u) }
+
+func hasControl(s string) bool {
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return true
+		}
+	}
+	return false
+}
+
+// createSpace calls spaces.create, or spaces.setup when there are
+// members, as the user. A 401 from Chat (a token revoked or expired early)
+// forces one refresh and one more try.
+func (s *server) createSpace(ctx context.Context, rec *tokenRecord, q *createSpaceRequest) (*chat.Space, error) {
+	token, err := s.accessToken(ctx, rec, false)
+	if err != nil {
+		return nil, err
+	}
+	space, err := s.callChat(ctx, token, q)
+	var ge *googleapi.Error
+	if errors.As(err, &ge) && ge.Code == http.StatusUnauthorized {
+		if token, err = s.accessToken(ctx, rec, true); err != nil {
+			return nil, err
+		}
+		space, err = s.callChat(ctx, token, q)
+	}
+	if err != nil {
+		return nil, s.chatError(rec, err)
+	}
+	return space, nil
+}
+
+// callChat makes the Chat call, retrying 429 and 5xx with capped, jittered
+// exponential backoff that honours Retry-After, for as long as the
+// request's deadline allows. Every try carries the same requestId.
+func (s *server) callChat(ctx context.Context, token string, q *createSpaceRequest) (*chat.Space, error) {
+	space := &chat.Space{DisplayName: q.DisplayName, SpaceType: q.SpaceType}
+	if q.Description != "" {
+		space.SpaceDetails = &chat.SpaceDetails{Description: q.Description}
+	}
+	ctx = withBearer(ctx, token)
+	bo := gax.Backoff{Initial: 200 * time.Millisecond, Max: 5 * time.Second, Multiplier: 2}
+	for {
+		var (
+			got *chat.Space
+			err error
+		)
+		if len(q.Members) == 0 {
+			got, err = s.chat.Spaces.Create(space).RequestId(q.RequestID).Context(ctx).Do()
+		} else {
+			setup := &chat.SetUpSpaceRequest{Space: space, RequestId: q.RequestID}
+			for _, m := range q.Members {
+				setup.Memberships = append(setup.Memberships, &chat.Membership{Member: &chat.User{Name: memberName(m), Type: "HUMAN"}})
+			}
+			got, err = s.chat.Spaces.Setup(setup).Context(ctx).Do()
+		}
+		if err == nil {
+			return got, nil
+		}
+		var ge *googleapi.Error
+		if !errors.As(err, &ge) || !retryable(ge.Code) {
+			return nil, err
+		}
+		wait := bo.Pause()
+		if ra := retryAfter(ge.Header); ra > 0 {
+			wait = ra
+		}
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
+			return nil, err // no time left for another try
+		}
+		loggerFrom(ctx).Info("Chat API busy; retrying", "code", ge.Code, "wait", wait.String())
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
+		case <-t.C:
+		}
+	}
+}
+
+func retryable(code int) bool {
+	return code == http.StatusTooManyRequests || code >= 500
+}
+
+// retryAfter reads a Retry-After of whole seconds; dates are not used by
+// Google's APIs.
+func retryAfter(h http.Header) time.Duration {
+	if h == nil {
+		return 0
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(h.Get("Retry-After")))
+	if err != nil || n <= 0 {
+		return 0
+	}
+	return time.Duration(min(n, 60)) * time.Second
+}
+
+// memberName is the Chat member name: "users/{id}", or "users/{email}",
+// which Chat accepts as an alias.
+func memberName(m string) string {
+	if strings.HasPrefix(m, "users/") {
+		return m
+	}
+	return "users/" + strings.ToLower(m)
+}
+
+// chatError maps a failed Chat call to DESIGN.md's statuses. A 403 is a
+// permission problem, not a revocation: the token is kept.
+func (s *server) chatError(rec *tokenRecord, err error) error {
+	var ge *googleapi.Error
+	if !errors.As(err, &ge) {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return wrapError(statusDeadlineExceeded, err, "the Chat API did not answer in time; try again with the same requestId")
+		}
+		return wrapError(statusUpstreamError, err, "the Chat API could not be reached; try again with the same requestId")
+	}
+	cause := fmt.Errorf("chat API %d: %s", ge.Code, ge.Message)
+	msg := strings.TrimSpace(ge.Message)
+	switch {
+	case ge.Code == http.StatusBadRequest:
+		return wrapError(statusInvalidArgument, cause, "the Chat API refused the request: %s", msg)
+	case ge.Code == http.StatusUnauthorized:
+		return s.notAuthorized("users/"+rec.Sub, rec.Email, cause)
+	case ge.Code == http.StatusForbidden && hasReason(ge, "ACCESS_TOKEN_SCOPE_INSUFFICIENT"):
+		return s.notAuthorized("users/"+rec.Sub, rec.Email, cause)
+	case ge.Code == http.StatusForbidden:
+		return wrapError(statusPermissionDenied, cause, "the Chat API refused %s permission: %s", rec.Email, msg)
+	case ge.Code == http.StatusNotFound && strings.Contains(strings.ToLower(msg), "chat app not found"):
+		return wrapError(statusUpstreamError, cause, "the Chat API answered \"Chat app not found\": enable the Google Chat API and configure a Chat app (APIs & Services → Google Chat API → Configuration) in the function's Google Cloud project")
+	case ge.Code == http.StatusNotFound:
+		return wrapError(statusNotFound, cause, "the Chat API answered not found: %s", msg)
+	case ge.Code == http.StatusConflict:
+		return wrapError(statusAlreadyExists, cause, "a space with this name already exists; choose another displayName")
+	case ge.Code == http.StatusTooManyRequests:
+		e := wrapError(statusResourceExhausted, cause, "the Chat API is rate limiting; try again later with the same requestId")
+		e.RetryAfter = max(int(retryAfter(ge.Header)/time.Second), 10)
+		return e
+	default:
+		return wrapError(statusUpstreamError, cause, "the Chat API failed (HTTP %d); try again with the same requestId", ge.Code)
+	}
+}
+
+func hasReason(ge *googleapi.Error, reason string) bool {
+	if strings.Contains(string(ge.Body), reason) {
+		return true
+	}
+	for _, it := range ge.Errors {
+		if it.Reason == reason {
+			return true
+		}
+	}
+	return false
+}
+
+// bearerKey carries a request's access token to the shared Chat client's
+// transport: one chat.Service serves every user, and per request only the
+// token differs.
+type bearerKey struct{}
+
+func withBearer(ctx context.Context, token string) context.Context {
+	return context.WithValue(ctx, bearerKey{}, token)
+}
+
+// bearerTransport sets Authorization from the request's context.
+type bearerTransport struct{ base http.RoundTripper }
+
+func (t bearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	token, _ := r.Context().Value(bearerKey{}).(string)
+	if token == "" {
+		return nil, errors.New("chat: no access token in the request context")
+	}
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+token)
+	return t.base.RoundTrip(r)
+}

@@ -1,0 +1,559 @@
+package chatauth
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chatauth/chatauth/internal/fakegoogle"
+)
+
+// signBody returns the X-Signature header for body at time t.
+func signBody(secret string, t time.Time, body []byte) string {
+	ts := fmt.Sprint(t.Unix())
+	mac := hmac.New(sha256.New, []byte(secret))
+	mac.Write([]byte(ts + "." + string(body)))
+	return "t=" + ts + ",v1=" + hex.EncodeToString(mac.Sum(nil))
+}
+
+// post sends body to a function with the given headers and returns the
+// status and body.
+func (e *testEnv) post(function, body string, header map[string]string) (int, string, http.Header) {
+	e.t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, e.base+"/"+function, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range header {
+		if v == "" {
+			req.Header.Del(k)
+		} else {
+			req.Header.Set(k, v)
+		}
+	}
+	resp, err := noRedirects.Do(req)
+	if err != nil {
+		e.t.Fatalf("POST %s: %v", function, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), resp.Header
+}
+
+// signed posts body with a valid HMAC signature.
+func (e *testEnv) signed(function, body string) (int, string) {
+	e.t.Helper()
+	code, resp, _ := e.post(function, body, map[string]string{"X-Signature": signBody(testWebhookSecret, e.clock.Now(), []byte(body))})
+	return code, resp
+}
+
+// connect stores alice's consent through the real flow.
+func (e *testEnv) connect() *tokenRecord {
+	e.t.Helper()
+	if resp, body := e.consent(newBrowser(e.t), aliceEmail); resp.StatusCode != 200 {
+		e.t.Fatalf("consent: %d %s", resp.StatusCode, body)
+	}
+	return e.storedToken(aliceSub)
+}
+
+type spaceJSON struct {
+	Name        string `json:"name"`
+	DisplayName string `json:"displayName"`
+	SpaceType   string `json:"spaceType"`
+	SpaceURI    string `json:"spaceUri"`
+}
+
+func decodeSpace(t *testing.T, body string) spaceJSON {
+	t.Helper()
+	var s spaceJSON
+	if err := json.Unmarshal([]byte(body), &s); err != nil || s.Name == "" {
+		t.Fatalf("not a Space: %v: %s", err, body)
+	}
+	return s
+}
+
+// TestCreateSpace: consent, then a signed CreateSpace creates the space in
+// Chat with the user's own access token, on every store.
+func TestCreateSpace(t *testing.T) {
+	for _, kind := range storeKinds {
+		t.Run(kind, func(t *testing.T) {
+			e := newTestEnv(t, kind)
+			rec := e.connect()
+			code, body := e.signed("CreateSpace", `{"user":"alice@example.com","displayName":"Incident 4711","description":"disk full","requestId":"form-response-8f2c"}`)
+			if code != 200 {
+				t.Fatalf("got %d, want 200: %s", code, body)
+			}
+			got := decodeSpace(t, body)
+			if got.DisplayName != "Incident 4711" || got.SpaceType != "SPACE" || got.SpaceURI == "" {
+				t.Errorf("answer: got %+v", got)
+			}
+			sp, ok := e.google.SpaceByName(got.Name)
+			if !ok {
+				t.Fatalf("the space %s does not exist in Chat", got.Name)
+			}
+			if sp.Creator != aliceSub || sp.AccessToken != rec.AccessToken || sp.RequestID != "form-response-8f2c" || sp.Description != "disk full" {
+				t.Errorf("created as %s with the stored token %v, requestId %q, description %q; want alice, true, form-response-8f2c, disk full",
+					sp.Creator, sp.AccessToken == rec.AccessToken, sp.RequestID, sp.Description)
+			}
+			if got := e.google.TotalRefreshCalls(); got != 0 {
+				t.Errorf("a valid access token was refreshed %d times", got)
+			}
+			// By user id as well as by email.
+			if code, body := e.signed("CreateSpace", `{"user":"users/`+aliceSub+`","displayName":"By id"}`); code != 200 {
+				t.Errorf("by users/{id}: got %d: %s", code, body)
+			}
+		})
+	}
+}
+
+// TestCreateSpaceWithMembers uses spaces.setup.
+func TestCreateSpaceWithMembers(t *testing.T) {
+	e := newTestEnv(t, storeLocal)
+	e.connect()
+	for _, tc := range []struct{ body, spaceType string }{
+		{`{"user":"alice@example.com","displayName":"Launch","members":["users/123","Bob@Example.com"]}`, "SPACE"},
+		{`{"user":"alice@example.com","spaceType":"GROUP_CHAT","members":["users/123","bob@example.com"]}`, "GROUP_CHAT"},
+		{`{"user":"alice@example.com","spaceType":"DIRECT_MESSAGE","members":["bob@example.com"]}`, "DIRECT_MESSAGE"},
+	} {
+		code, body := e.signed("CreateSpace", tc.body)
+		if code != 200 {
+			t.Fatalf("%s: got %d: %s", tc.spaceType, code, body)
+		}
+		sp, _ := e.google.SpaceByName(decodeSpace(t, body).Name)
+		if sp.Route != "spaces.setup" || sp.SpaceType != tc.spaceType || len(sp.Members) == 0 {
+			t.Errorf("%s: route %q type %q members %q; want spaces.setup with members", tc.spaceType, sp.Route, sp.SpaceType, sp.Members)
+		}
+	}
+	if sp := e.google.Spaces()[0]; strings.Join(sp.Members, ",") != "users/123,users/bob@example.com" {
+		t.Errorf("members: got %q, want users/123 and users/bob@example.com", sp.Members)
+	}
+	if got := e.google.ChatCalls("spaces.create"); got != 0 {
+		t.Errorf("spaces.create called %d times for requests with members", got)
+	}
+}
+
+// TestCreateSpaceIDTokenCaller: a Google ID token caller acting as itself
+// succeeds; acting for someone else is 403 unless trusted.
+func TestCreateSpaceIDTokenCaller(t *testing.T) {
+	const audience = "https://chatauth.example/CreateSpace"
+	e := newTestEnv(t, storeLocal, func(c *Config) {
+		c.AllowedAudiences = []string{audience}
+		c.TrustedCallers = []string{"scheduler@p.iam.gserviceaccount.com"}
+	})
+	g := e.google
+	e.connect()
+
+	token := func(email string, edit func(map[string]any)) string {
+		c := map[string]any{
+			"iss": "https://accounts.google.com", "aud": audience, "sub": "999", "email": email,
+			"email_verified": true, "iat": time.Now().Unix(), "exp": time.Now().Add(time.Hour).Unix(),
+		}
+		if edit != nil {
+			edit(c)
+		}
+		return "Bearer " + g.MintIDToken(c)
+	}
+	body := `{"user":"alice@example.com","displayName":"From Apps Script"}`
+	for _, tc := range []struct {
+		name   string
+		auth   string
+		code   int
+		status string
+	}{
+		{"self", token("Alice@example.com", nil), 200, ""},
+		{"trusted for another", token("scheduler@p.iam.gserviceaccount.com", nil), 200, ""},
+		{"untrusted for another", token("mallory@example.com", nil), 403, statusPermissionDenied},
+		{"wrong audience", token(aliceEmail, func(c map[string]any) { c["aud"] = "https://other.example" }), 401, statusUnauthenticated},
+		{"expired", token(aliceEmail, func(c map[string]any) { c["exp"] = time.Now().Add(-time.Hour).Unix() }), 401, statusUnauthenticated},
+		{"email not verified", token(aliceEmail, func(c map[string]any) { c["email_verified"] = false }), 401, statusUnauthenticated},
+		{"wrong issuer", token(aliceEmail, func(c map[string]any) { c["iss"] = "https://evil.example" }), 401, statusUnauthenticated},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := g.TotalChatCalls()
+			code, resp, _ := e.post("CreateSpace", strings.Replace(body, "From", tc.name, 1), map[string]string{"Authorization": tc.auth})
+			if code != tc.code {
+				t.Fatalf("got %d, want %d: %s", code, tc.code, resp)
+			}
+			if tc.code != 200 {
+				checkJSONBody(t, resp, tc.code, tc.status)
+				if g.TotalChatCalls() != before {
+					t.Error("the Chat API was called for a refused caller")
+				}
+			}
+		})
+	}
+}
+
+// TestCreateSpaceUnauthenticated: every bad credential is 401 and the Chat
+// API is never called, nor the user's token read.
+func TestCreateSpaceUnauthenticated(t *testing.T) {
+	e := newTestEnv(t, storeLocal)
+	e.connect()
+	body := `{"user":"alice@example.com","displayName":"Nope"}`
+	now := e.clock.Now()
+	for _, tc := range []struct {
+		name, sig string
+		body      string
+		code      int
+	}{
+		{"no credentials", "", body, 401},
+		{"malformed", "t=abc,v1=zz", body, 401},
+		{"wrong secret", signBody("another-secret-0123456789abcdef", now, []byte(body)), body, 401},
+		{"body changed by one byte", signBody(testWebhookSecret, now, []byte(body)), strings.Replace(body, "Nope", "Nopf", 1), 401},
+		{"re-serialized JSON", signBody(testWebhookSecret, now, []byte(body)), `{"user": "alice@example.com", "displayName": "Nope"}`, 401},
+		{"301 s old", signBody(testWebhookSecret, now.Add(-301*time.Second), []byte(body)), body, 401},
+		{"301 s ahead", signBody(testWebhookSecret, now.Add(301*time.Second), []byte(body)), body, 401},
+		{"299 s old", signBody(testWebhookSecret, now.Add(-299*time.Second), []byte(strings.Replace(body, "Nope", "Old", 1))), strings.Replace(body, "Nope", "Old", 1), 200},
+		{"299 s ahead", signBody(testWebhookSecret, now.Add(299*time.Second), []byte(strings.Replace(body, "Nope", "Ahead", 1))), strings.Replace(body, "Nope", "Ahead", 1), 200},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := e.google.TotalChatCalls()
+			code, resp, _ := e.post("CreateSpace", tc.body, map[string]string{"X-Signature": tc.sig})
+			if code != tc.code {
+				t.Fatalf("got %d, want %d: %s", code, tc.code, resp)
+			}
+			if tc.code == 401 {
+				checkJSONBody(t, resp, 401, statusUnauthenticated)
+				if e.google.TotalChatCalls() != before {
+					t.Error("the Chat API was called for an unauthenticated caller")
+				}
+			}
+		})
+	}
+}
+
+// TestCreateSpaceBadRequests: each malformed request gets its status and
+// the JSON error naming the problem.
+func TestCreateSpaceBadRequests(t *testing.T) {
+	e := newTestEnv(t, storeLocal)
+	e.connect()
+	sign := func(b string) map[string]string {
+		return map[string]string{"X-Signature": signBody(testWebhookSecret, e.clock.Now(), []byte(b))}
+	}
+	longName := strings.Repeat("x", 129)
+	many := `"users/1"` + strings.Repeat(`,"users/1"`, 49)
+	for _, tc := range []struct {
+		name, method, contentType, body string
+		code                            int
+		status, inMessage               string
+	}{
+		{"GET", http.MethodGet, "application/json", "", 405, statusMethodNotAllowed, "POST"},
+		{"form body", http.MethodPost, "application/x-www-form-urlencoded", "user=a", 415, statusUnsupportedMediaType, "application/json"},
+		{"too large", http.MethodPost, "application/json", `{"user":"` + strings.Repeat("a", 70<<10) + `"}`, 413, statusPayloadTooLarge, "KiB"},
+		{"not JSON", http.MethodPost, "application/json", `user=alice`, 400, statusInvalidArgument, "JSON"},
+		{"unknown field", http.MethodPost, "application/json", `{"user":"alice@example.com","displayName":"x","colour":"red"}`, 400, statusInvalidArgument, "colour"},
+		{"duplicate key", http.MethodPost, "application/json", `{"user":"alice@example.com","displayName":"x","user":"bob@example.com"}`, 400, statusInvalidArgument, `"user" appears more than once`},
+		{"wrong type", http.MethodPost, "application/json", `{"user":"alice@example.com","displayName":7}`, 400, statusInvalidArgument, "displayName"},
+		{"no user", http.MethodPost, "application/json", `{"displayName":"x"}`, 400, statusInvalidArgument, `"user" is required`},
+		{"bad user", http.MethodPost, "application/json", `{"user":"alice","displayName":"x"}`, 400, statusInvalidArgument, `"user" must be`},
+		{"no name", http.MethodPost, "application/json", `{"user":"alice@example.com"}`, 400, statusInvalidArgument, `"displayName" is required`},
+		{"long name", http.MethodPost, "application/json", `{"user":"alice@example.com","displayName":"` + longName + `"}`, 400, statusInvalidArgument, "128"},
+		{"control character", http.MethodPost, "application/json", `{"user":"alice@example.com","displayName":"a\u0007b"}`, 400, statusInvalidArgument, "control"},
+		{"bad type", http.MethodPost, "application/json", `{"user":"alice@example.com","displayName":"x","spaceType":"ROOM"}`, 400, statusInvalidArgument, "spaceType"},
+		{"DM without member", http.MethodPost, "application/json", `{"user":"alice@example.com","spaceType":"DIRECT_MESSAGE"}`, 400, statusInvalidArgument, "exactly 1"},
+		{"group of one", http.MethodPost, "application/json", `{"user":"alice@example.com","spaceType":"GROUP_CHAT","members":["users/1"]}`, 400, statusInvalidArgument, "at least 2"},
+		{"50 members", http.MethodPost, "application/json", `{"user":"alice@example.com","displayName":"x","members":[` + many + `]}`, 400, statusInvalidArgument, "49"},
+		{"bad member", http.MethodPost, "application/json", `{"user":"alice@example.com","displayName":"x","members":["bob"]}`, 400, statusInvalidArgument, `"members"[0]`},
+		{"long description", http.MethodPost, "application/json", `{"user":"alice@example.com","displayName":"x","description":"` + strings.Repeat("d", 4097) + `"}`, 400, statusInvalidArgument, "4096"},
+		{"bad requestId", http.MethodPost, "application/json", `{"user":"alice@example.com","displayName":"x","requestId":"a b"}`, 400, statusInvalidArgument, "requestId"},
+		{"invalid UTF-8", http.MethodPost, "application/json", "{\"user\":\"alice@example.com\",\"displayName\":\"\xff\"}", 400, statusInvalidArgument, "UTF-8"},
+		{"trailing data", http.MethodPost, "application/json", `{"user":"alice@example.com","displayName":"x"} {}`, 400, statusInvalidArgument, "after the JSON"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest(tc.method, e.base+"/CreateSpace", strings.NewReader(tc.body))
+			req.Header.Set("Content-Type", tc.contentType)
+			for k, v := range sign(tc.body) {
+				req.Header.Set(k, v)
+			}
+			resp, err := noRedirects.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.code {
+				t.Fatalf("got %d, want %d: %s", resp.StatusCode, tc.code, b)
+			}
+			checkJSONBody(t, string(b), tc.code, tc.status)
+			if !strings.Contains(string(b), tc.inMessage) && !strings.Contains(string(b), strings.ReplaceAll(tc.inMessage, `"`, `\"`)) {
+				t.Errorf("message does not mention %q: %s", tc.inMessage, b)
+			}
+		})
+	}
+	if got := e.google.TotalChatCalls(); got != 0 {
+		t.Errorf("the Chat API was called %d times for bad requests", got)
+	}
+}
+
+// TestCreateSpaceNotAuthorized: an unknown user gets AUTHORIZATION_REQUIRED
+// with an authorizeUrl that starts the consent for that user.
+func TestCreateSpaceNotAuthorized(t *testing.T) {
+	e := newTestEnv(t, storeLocal)
+	code, body := e.signed("CreateSpace", `{"user":"bob@example.com","displayName":"x"}`)
+	checkJSONBody(t, body, 403, statusAuthorizationRequired)
+	var env struct {
+		Error struct{ AuthorizeURL string } `json:"error"`
+	}
+	json.Unmarshal([]byte(body), &env)
+	if code != 403 || env.Error.AuthorizeURL != e.base+"/OAuthStart?login_hint=bob%40example.com" {
+		t.Fatalf("got %d with authorizeUrl %q", code, env.Error.AuthorizeURL)
+	}
+	resp, _ := newBrowser(t).get(env.Error.AuthorizeURL)
+	if u := location(t, resp); u.Query().Get("login_hint") != "bob@example.com" {
+		t.Errorf("authorizeUrl led to %s, want Google's consent with login_hint bob@example.com", u)
+	}
+}
+
+// TestRefreshPersisted: an expired access token is refreshed once, the new
+// token is stored, and a restarted server uses it without refreshing.
+func TestRefreshPersisted(t *testing.T) {
+	for _, kind := range storeKinds {
+		t.Run(kind, func(t *testing.T) {
+			e := newTestEnv(t, kind)
+			old := e.connect()
+			e.clock.Advance(2 * time.Hour) // the stored access token is now expired
+			e.google.SetRotateRefreshTokens(true)
+			if code, body := e.signed("CreateSpace", `{"user":"alice@example.com","displayName":"After expiry"}`); code != 200 {
+				t.Fatalf("got %d: %s", code, body)
+			}
+			if got := e.google.RefreshCalls(aliceSub); got != 1 {
+				t.Fatalf("refreshes: got %d, want 1", got)
+			}
+			rec := e.storedToken(aliceSub)
+			if rec.AccessToken == old.AccessToken || !rec.Expiry.After(e.clock.Now()) || rec.LastRefreshAt.IsZero() {
+				t.Errorf("the refreshed token was not saved: %+v", rec)
+			}
+			if rec.RefreshToken == old.RefreshToken {
+				t.Error("a rotated refresh token was not saved")
+			}
+			sp := e.google.Spaces()[0]
+			if sp.AccessToken != rec.AccessToken {
+				t.Error("the space was not created with the refreshed token")
+			}
+			e.restart() // a restarted instance
+			if code, body := e.signed("CreateSpace", `{"user":"alice@example.com","displayName":"After restart"}`); code != 200 {
+				t.Fatalf("after restart: got %d: %s", code, body)
+			}
+			if got := e.google.RefreshCalls(aliceSub); got != 1 {
+				t.Errorf("after restart: refreshes %d, want still 1", got)
+			}
+		})
+	}
+}
+
+// TestConcurrentRefresh: 20 concurrent requests with an expired token
+// cause exactly one refresh and all succeed.
+func TestConcurrentRefresh(t *testing.T) {
+	for _, kind := range storeKinds {
+		t.Run(kind, func(t *testing.T) {
+			e := newTestEnv(t, kind)
+			e.connect()
+			e.clock.Advance(2 * time.Hour)
+			e.google.SetTokenLatency(50 * time.Millisecond) // keep the refresh in flight while others arrive
+			var wg sync.WaitGroup
+			codes := make([]int, 20)
+			for i := range codes {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					codes[i], _ = e.signed("CreateSpace", fmt.Sprintf(`{"user":"alice@example.com","displayName":"Room %d"}`, i))
+				}()
+			}
+			wg.Wait()
+			for i, c := range codes {
+				if c != 200 {
+					t.Errorf("request %d: got %d, want 200", i, c)
+				}
+			}
+			if got := e.google.RefreshCalls(aliceSub); got != 1 {
+				t.Errorf("refreshes: got %d, want exactly 1", got)
+			}
+			if got := len(e.google.Spaces()); got != 20 {
+				t.Errorf("spaces: got %d, want 20", got)
+			}
+		})
+	}
+}
+
+// TestInvalidGrant: a revoked consent marks the record needs_reauth, asks
+// for consent, is not retried, and a re-consent restores service.
+func TestInvalidGrant(t *testing.T) {
+	for _, kind := range storeKinds {
+		t.Run(kind, func(t *testing.T) {
+			e := newTestEnv(t, kind)
+			e.connect()
+			e.google.RevokeUser(aliceSub)
+			e.clock.Advance(2 * time.Hour)
+			code, body := e.signed("CreateSpace", `{"user":"alice@example.com","displayName":"Revoked"}`)
+			checkJSONBody(t, body, 403, statusAuthorizationRequired)
+			if code != 403 || !strings.Contains(body, "/OAuthStart?login_hint=alice%40example.com") {
+				t.Fatalf("got %d: %s", code, body)
+			}
+			rec := e.storedToken(aliceSub)
+			if rec.Status != tokenNeedsReauth || !strings.Contains(rec.LastError, "invalid_grant") || rec.RefreshToken == "" {
+				t.Errorf("record after invalid_grant: status %q lastError %q refresh kept %v", rec.Status, rec.LastError, rec.RefreshToken != "")
+			}
+			refreshes := e.google.RefreshCalls(aliceSub)
+			if code, _ := e.signed("CreateSpace", `{"user":"alice@example.com","displayName":"Again"}`); code != 403 {
+				t.Errorf("second call: got %d, want 403", code)
+			}
+			if got := e.google.RefreshCalls(aliceSub); got != refreshes {
+				t.Errorf("a needs_reauth record was refreshed again (%d → %d)", refreshes, got)
+			}
+			e.connect()
+			if code, body := e.signed("CreateSpace", `{"user":"alice@example.com","displayName":"Restored"}`); code != 200 {
+				t.Errorf("after re-consent: got %d: %s", code, body)
+			}
+		})
+	}
+}
+
+// TestChatFaults covers retries, idempotency and the mapping of Chat's
+// answers.
+func TestChatFaults(t *testing.T) {
+	e := newTestEnv(t, storeLocal)
+	e.connect()
+	req := func(name, requestID string) (int, string) {
+		return e.signed("CreateSpace", fmt.Sprintf(`{"user":"alice@example.com","displayName":%q,"requestId":%q}`, name, requestID))
+	}
+
+	t.Run("same requestId twice", func(t *testing.T) {
+		_, a := req("Idem", "req-1")
+		_, b := req("Idem", "req-1")
+		if decodeSpace(t, a).Name != decodeSpace(t, b).Name {
+			t.Errorf("two spaces for one requestId: %s / %s", a, b)
+		}
+	})
+	t.Run("503 503 200", func(t *testing.T) {
+		before := e.google.ChatCalls("spaces.create")
+		e.google.InjectChatFaults(fakegoogle.ChatFault{Status: 503}, fakegoogle.ChatFault{Status: 503})
+		code, body := req("Flaky", "req-2")
+		if code != 200 {
+			t.Fatalf("got %d: %s", code, body)
+		}
+		if got := e.google.ChatCalls("spaces.create") - before; got != 3 {
+			t.Errorf("Chat calls: got %d, want 3", got)
+		}
+		n := 0
+		for _, sp := range e.google.Spaces() {
+			if sp.RequestID == "req-2" {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("spaces with requestId req-2: got %d, want 1", n)
+		}
+	})
+	t.Run("429 Retry-After honoured", func(t *testing.T) {
+		e.google.InjectChatFaults(fakegoogle.ChatFault{Status: 429, RetryAfter: "1"})
+		start := time.Now()
+		if code, body := req("Busy", "req-3"); code != 200 {
+			t.Fatalf("got %d: %s", code, body)
+		}
+		if waited := time.Since(start); waited < time.Second {
+			t.Errorf("retried after %v, before the 1 s Retry-After", waited)
+		}
+	})
+	t.Run("409", func(t *testing.T) {
+		req("Taken", "req-4")
+		code, body := req("Taken", "req-5")
+		checkJSONBody(t, body, 409, statusAlreadyExists)
+		if code != 409 {
+			t.Errorf("got %d", code)
+		}
+	})
+	t.Run("403 keeps the token", func(t *testing.T) {
+		e.google.InjectChatFaults(fakegoogle.ChatFault{Status: 403, Message: "The caller does not have permission"})
+		code, body := req("Forbidden", "req-6")
+		checkJSONBody(t, body, 403, statusPermissionDenied)
+		if rec := e.storedToken(aliceSub); code != 403 || rec.Status != tokenActive {
+			t.Errorf("got %d, record status %q; want 403 and the token kept active", code, rec.Status)
+		}
+	})
+	t.Run("Chat app not found", func(t *testing.T) {
+		e.google.SetChatAppConfigured(false)
+		defer e.google.SetChatAppConfigured(true)
+		code, body := req("No app", "req-7")
+		checkJSONBody(t, body, 502, statusUpstreamError)
+		if code != 502 || !strings.Contains(body, "configure a Chat app") {
+			t.Errorf("got %d: %s", code, body)
+		}
+	})
+	t.Run("persistent 500", func(t *testing.T) {
+		e.srv.chatDeadline = 2 * time.Second
+		defer func() { e.srv.chatDeadline = 30 * time.Second }()
+		faults := make([]fakegoogle.ChatFault, 50)
+		for i := range faults {
+			faults[i] = fakegoogle.ChatFault{Status: 500}
+		}
+		e.google.InjectChatFaults(faults...)
+		defer e.google.InjectChatFaults()
+		code, body := req("Down", "req-8")
+		checkJSONBody(t, body, 502, statusUpstreamError)
+		if code != 502 {
+			t.Errorf("got %d", code)
+		}
+	})
+	t.Run("hanging Chat API", func(t *testing.T) {
+		e.srv.chatDeadline = time.Second
+		defer func() { e.srv.chatDeadline = 30 * time.Second }()
+		e.google.SetChatLatency(5 * time.Second)
+		defer e.google.SetChatLatency(0)
+		code, body := req("Slow", "req-9")
+		checkJSONBody(t, body, 504, statusDeadlineExceeded)
+		if code != 504 {
+			t.Errorf("got %d", code)
+		}
+	})
+}
+
+// BenchmarkCreateSpaceWarm measures the warm path in process: a signed
+// request for a user whose access token is valid, against the fake Chat
+// API on loopback and the embedded store.
+func BenchmarkCreateSpaceWarm(b *testing.B) {
+	g, err := fakegoogle.New(fakegoogle.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer g.Close()
+	dir := b.TempDir()
+	writeFile(b, dir+"/client.json", g.ClientJSON("web"))
+	writeFile(b, dir+"/webhook", []byte(testWebhookSecret))
+	writeFile(b, dir+"/keyset.json", testKeyset(b))
+	cfg := Config{ClientSecrets: dir + "/client.json", WebhookSecrets: dir + "/webhook", TokenKeyset: dir + "/keyset.json", RedirectURL: "http://localhost/OAuthCallback",
+		PublicURL: "http://localhost", Store: storeLocal, DataDir: dir + "/data", ChatEndpoint: g.ChatEndpoint()}
+	s, err := newServer(context.Background(), cfg, serverOptions{logger: newLogger(io.Discard)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.close()
+	access, refresh := g.IssueTokens(aliceSub, scopeChatCreate)
+	rec := &tokenRecord{Sub: aliceSub, Email: aliceEmail, AccessToken: access, RefreshToken: refresh,
+		Expiry: time.Now().Add(time.Hour), Status: tokenActive, Scopes: []string{scopeChatCreate}}
+	s.store.updateToken(context.Background(), aliceSub, func(*tokenRecord) (*tokenRecord, error) { return rec, nil })
+	inst := &instance{log: s.log}
+	inst.srv.Store(s)
+	h := inst.handler(function{"CreateSpace", (*server).handleCreateSpace, false})
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		body := []byte(fmt.Sprintf(`{"user":"alice@example.com","displayName":"Bench %d"}`, i))
+		req := httptest.NewRequest(http.MethodPost, "/CreateSpace", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-Signature", signBody(testWebhookSecret, time.Now(), body))
+		w := httptest.NewRecorder()
+		h(w, req)
+		if w.Code != 200 {
+			b.Fatalf("got %d: %s", w.Code, w.Body)
+		}
+	}
+}

@@ -1,0 +1,182 @@
+package chatauth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"golang.org/x/oauth2"
+)
+
+// expiryMargin is how long before its expiry an access token is refreshed,
+// so that one handed to the Chat API does not expire on the way.
+const expiryMargin = time.Minute
+
+// errUserUnknown marks a user with no stored consent.
+var errUserUnknown = errors.New("no stored consent")
+
+// lookupUser finds the stored consent of a user named as "users/{id}" or
+// as an email. It is the one store read of a warm request.
+func (s *server) lookupUser(ctx context.Context, user string) (*tokenRecord, error) {
+	rec, err := s.findRecord(ctx, user)
+	var tde *tokenDecryptError
+	switch {
+	case errors.Is(err, errNotFound):
+		return nil, s.notAuthorized(user, "", errUserUnknown)
+	case errors.As(err, &tde):
+		// A token the keyset cannot open (a key removed too early, or a
+		// tampered record) is as good as none: the user consents again,
+		// which replaces the record.
+		return nil, s.notAuthorized(user, "", err)
+	case err != nil:
+		return nil, err
+	case rec.Status == tokenNeedsReauth || rec.RefreshToken == "":
+		return nil, s.notAuthorized(user, rec.Email, fmt.Errorf("record %s: status %s: %s", rec.Sub, rec.Status, rec.LastError))
+	}
+	return rec, nil
+}
+
+// notAuthorized is the AUTHORIZATION_REQUIRED answer for a user, with the
+// link that lets them consent (again).
+func (s *server) notAuthorized(user, email string, cause error) *Error {
+	who := user
+	if email != "" {
+		who = email
+	} else if !strings.HasPrefix(user, "users/") {
+		email = user
+	}
+	return &Error{
+		Status:       statusAuthorizationRequired,
+		Message:      who + " has not authorized this app (or revoked it); open authorizeUrl to connect Google Chat",
+		AuthorizeURL: s.startURL(strings.ToLower(email)),
+		Err:          cause,
+	}
+}
+
+// accessToken returns an access token for rec that is valid for at least
+// expiryMargin, refreshing it when needed. force refreshes even a token
+// that looks valid (the Chat API just refused it).
+func (s *server) accessToken(ctx context.Context, rec *tokenRecord, force bool) (string, error) {
+	if !force && rec.AccessToken != "" && s.now().Add(expiryMargin).Before(rec.Expiry) {
+		return rec.AccessToken, nil
+	}
+	// Concurrent requests for one user on this instance share one refresh.
+	// The refresh outlives a caller that gives up, so that its result is
+	// stored for the others.
+	ch := s.refreshes.DoChan(rec.Sub, func() (any, error) {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		return s.refresh(ctx, rec.Sub, force)
+	})
+	select {
+	case <-ctx.Done():
+		return "", ctx.Err()
+	case res := <-ch:
+		if res.Err != nil {
+			return "", res.Err
+		}
+		return res.Val.(string), nil
+	}
+}
+
+// refresh gets a new access token for sub and saves it. It reads the record
+// again first: another request or instance may have refreshed already.
+// The token endpoint is called outside any transaction; the save then
+// checks that nobody stored a newer token meanwhile.
+func (s *server) refresh(ctx context.Context, sub string, force bool) (string, error) {
+	rec, err := s.store.getToken(ctx, sub)
+	if errors.Is(err, errNotFound) {
+		return "", s.notAuthorized("users/"+sub, "", errUserUnknown)
+	}
+	if err != nil {
+		return "", err
+	}
+	if rec.Status == tokenNeedsReauth {
+		return "", s.notAuthorized("users/"+sub, rec.Email, errors.New(rec.LastError))
+	}
+	if !force && rec.AccessToken != "" && s.now().Add(expiryMargin).Before(rec.Expiry) {
+		return rec.AccessToken, nil
+	}
+
+	src := s.oauth.TokenSource(context.WithValue(ctx, oauth2.HTTPClient, s.http), &oauth2.Token{RefreshToken: rec.RefreshToken})
+	tok, err := src.Token()
+	if err != nil {
+		return "", s.refreshError(ctx, rec, err)
+	}
+
+	now := s.now()
+	err = s.store.updateToken(ctx, sub, func(cur *tokenRecord) (*tokenRecord, error) {
+		if cur == nil {
+			// Disconnected while we refreshed: do not bring it back.
+			return nil, s.notAuthorized("users/"+sub, rec.Email, errors.New("record deleted during refresh"))
+		}
+		if cur.RefreshToken != rec.RefreshToken || cur.UpdatedAt.After(rec.UpdatedAt) {
+			// A re-consent or another instance's refresh is newer: keep it.
+			return nil, nil
+		}
+		next := *cur
+		next.AccessToken = tok.AccessToken
+		next.Expiry = s.expiry(tok)
+		if tok.RefreshToken != "" {
+			next.RefreshToken = tok.RefreshToken
+		}
+		if scope, _ := tok.Extra("scope").(string); scope != "" {
+			next.Scopes = strings.Fields(scope)
+		}
+		next.Status, next.LastError = tokenActive, ""
+		next.UpdatedAt, next.LastRefreshAt = now, now
+		return &next, nil
+	})
+	if err != nil {
+		// The new access token is good even if saving it failed; the next
+		// request refreshes again rather than lose anything.
+		var e *Error
+		if errors.As(err, &e) {
+			return "", err
+		}
+		loggerFrom(ctx).Warn("refreshed token not saved", "sub", sub, "error", err.Error())
+	}
+	loggerFrom(ctx).Info("access token refreshed", "sub", sub)
+	return tok.AccessToken, nil
+}
+
+// expiry is when tok expires by the server's clock. The oauth2 package
+// computes Token.Expiry from the wall clock; expires_in is used instead
+// when present, so that one clock rules every expiry decision.
+func (s *server) expiry(tok *oauth2.Token) time.Time {
+	if tok.ExpiresIn > 0 {
+		return s.now().Add(time.Duration(tok.ExpiresIn) * time.Second)
+	}
+	return tok.Expiry
+}
+
+// refreshError maps a failed refresh. invalid_grant means the consent is
+// gone (revoked, expired, password changed): the record is marked
+// needs_reauth — never retried — and the user is asked to consent again.
+func (s *server) refreshError(ctx context.Context, rec *tokenRecord, err error) error {
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) && re.ErrorCode == "invalid_grant" {
+		now := s.now()
+		desc := "invalid_grant"
+		if re.ErrorDescription != "" {
+			desc += ": " + re.ErrorDescription
+		}
+		uerr := s.store.updateToken(ctx, rec.Sub, func(cur *tokenRecord) (*tokenRecord, error) {
+			if cur == nil || cur.RefreshToken != rec.RefreshToken {
+				return nil, nil // deleted, or re-consented meanwhile
+			}
+			next := *cur
+			next.Status, next.LastError, next.UpdatedAt = tokenNeedsReauth, desc, now
+			next.AccessToken, next.Expiry = "", time.Time{}
+			return &next, nil
+		})
+		if uerr != nil {
+			loggerFrom(ctx).Warn("could not mark token needs_reauth", "sub", rec.Sub, "error", uerr.Error())
+		}
+		return s.notAuthorized("users/"+rec.Sub, rec.Email, errors.New("token endpoint: "+desc))
+	}
+	// Other failures pass: the record is kept as it is.
+	return s.exchangeError(err, rec.Email)
+}
