@@ -227,3 +227,12 @@ func (s *Server) RevokedTokens() []string {
 	defer s.mu.Unlock()
 	return slices.Clone(s.revoked)
 }
+
+// IssuedSecrets returns every authorization code, access token and refresh
+// token the fake has issued, and the client secret: the values that must
+// never appear in a response or a log line of the product.
+func (s *Server) IssuedSecrets() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append(slices.Clone(s.issued), s.clientSecret)
+}

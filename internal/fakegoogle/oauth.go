@@ -307,6 +307,7 @@ func (s *Server) approve(w http.ResponseWriter, r *http.Request, req *authReques
 		granted = unionScopes(granted, s.consented[user.Sub])
 	}
 	s.consented[user.Sub] = unionScopes(s.consented[user.Sub], granted)
+	s.issued = append(s.issued, code)
 	s.codes[code] = &authCode{
 		clientID:      req.clientID,
 		redirectURI:   req.redirectURI,

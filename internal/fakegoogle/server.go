@@ -97,6 +97,7 @@ type Options struct {
 type Server struct {
 	clientID     string
 	clientSecret string
+	issued       []string // every code and token handed out, for leak checks
 	autoConsent  bool
 	now          func() time.Time
 

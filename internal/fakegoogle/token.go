@@ -260,6 +260,10 @@ func (s *Server) mintLocked(sub, clientID string, scopes []string, withRefresh b
 		refresh = "1//fake-" + rand.Text() + rand.Text()
 		s.refreshTokens[refresh] = &refreshGrant{sub: sub, clientID: clientID, family: family, scopes: slices.Clone(scopes)}
 	}
+	s.issued = append(s.issued, access)
+	if refresh != "" {
+		s.issued = append(s.issued, refresh)
+	}
 	s.accessTokens[access] = &accessGrant{
 		sub: sub, clientID: clientID, family: family,
 		scopes: slices.Clone(scopes),
