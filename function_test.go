@@ -3,6 +3,7 @@ package chatauth
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -194,9 +196,106 @@ func newTestEnv(t *testing.T, storeKind string, edit ...func(*Config)) *testEnv 
 		f(&cfg)
 	}
 	e := &testEnv{t: t, google: g, cfg: cfg, clock: clock, logs: &syncBuffer{}, base: base}
+	sensitive.add(testWebhookSecret, g.ClientSecret())
+	sensitive.addKeyset(t, keysetFile)
+	// Every flow a test drives is checked for secrets in the logs once the
+	// test is over: codes, tokens, states, cookies, verifiers, signatures
+	// and the configured secrets.
+	t.Cleanup(func() { e.checkLogs(g.IssuedSecrets()) })
 	e.srv = e.newServer()
 	e.use(e.srv)
 	return e
+}
+
+// checkLogs fails the test if any secret value appears in its logs.
+func (e *testEnv) checkLogs(issued []string) {
+	e.t.Helper()
+	sensitive.add(issued...)
+	logs := e.logs.String()
+	for _, v := range sensitive.list() {
+		if strings.Contains(logs, v) {
+			e.t.Errorf("a secret value (%d characters, starting %q) appears in the logs", len(v), v[:4])
+		}
+	}
+}
+
+// sensitive collects, across the whole test binary, every secret value a
+// test handled; the leak check looks for each in the logs.
+var sensitive = &sensitiveSet{vals: map[string]bool{}}
+
+type sensitiveSet struct {
+	mu   sync.Mutex
+	vals map[string]bool
+}
+
+// add records values long enough to be unmistakable.
+func (s *sensitiveSet) add(vals ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, v := range vals {
+		if len(v) >= 12 {
+			s.vals[v] = true
+		}
+	}
+}
+
+func (s *sensitiveSet) list() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.vals))
+	for v := range s.vals {
+		out = append(out, v)
+	}
+	return out
+}
+
+// addKeyset records the key material of a Tink JSON keyset.
+func (s *sensitiveSet) addKeyset(t testing.TB, path string) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ks struct {
+		Key []struct {
+			KeyData struct {
+				Value string `json:"value"`
+			} `json:"keyData"`
+		} `json:"key"`
+	}
+	if err := json.Unmarshal(b, &ks); err != nil || len(ks.Key) == 0 {
+		t.Fatalf("keyset %s: %v", path, err)
+	}
+	for _, k := range ks.Key {
+		s.add(k.KeyData.Value)
+	}
+}
+
+// recordURL records the code and state a URL carries.
+func (s *sensitiveSet) recordURL(u string) {
+	if p, err := url.Parse(u); err == nil {
+		q := p.Query()
+		s.add(q["code"]...)
+		s.add(q["state"]...)
+		s.add(q["code_challenge"]...)
+	}
+}
+
+// spyStore records the PKCE verifiers and tokens the server stores.
+type spyStore struct{ tokenStore }
+
+func (s spyStore) putState(ctx context.Context, key string, st *stateRecord) error {
+	sensitive.add(st.Verifier, st.CookieHash)
+	return s.tokenStore.putState(ctx, key, st)
+}
+
+func (s spyStore) updateToken(ctx context.Context, sub string, fn func(*tokenRecord) (*tokenRecord, error)) error {
+	return s.tokenStore.updateToken(ctx, sub, func(cur *tokenRecord) (*tokenRecord, error) {
+		next, err := fn(cur)
+		if next != nil {
+			sensitive.add(next.AccessToken, next.RefreshToken)
+		}
+		return next, err
+	})
 }
 
 // testKeyset returns a new Tink keyset for a test.
@@ -223,6 +322,7 @@ func (e *testEnv) newServer(edit ...func(*serverOptions)) *server {
 	if err != nil {
 		e.t.Fatalf("newServer: %v", err)
 	}
+	s.store = spyStore{s.store}
 	e.t.Cleanup(func() { s.close() })
 	return s
 }
@@ -286,6 +386,11 @@ func (b *browser) get(u string) (*http.Response, string) {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
+	sensitive.recordURL(u)
+	sensitive.recordURL(resp.Header.Get("Location"))
+	for _, c := range resp.Cookies() {
+		sensitive.add(c.Value)
+	}
 	for _, c := range resp.Cookies() {
 		if c.MaxAge < 0 {
 			delete(b.cookies, c.Name)

@@ -38,6 +38,7 @@ func (e *testEnv) post(function, body string, header map[string]string) (int, st
 			req.Header.Del(k)
 		} else {
 			req.Header.Set(k, v)
+			sensitive.add(v, strings.TrimPrefix(v, "Bearer "))
 		}
 	}
 	resp, err := noRedirects.Do(req)

@@ -237,3 +237,30 @@ func testConcurrentUpdates(t *testing.T, s tokenStore) {
 		t.Errorf("after %d concurrent appends: %d scopes, want %d (an update was lost)", writers, len(got.Scopes), want)
 	}
 }
+
+// TestLocalStorePurgesExpiredStates: abandoned consents do not pile up in
+// the embedded store (Firestore has a TTL policy on expireAt instead).
+func TestLocalStorePurgesExpiredStates(t *testing.T) {
+	clock := &testClock{}
+	s, err := newLocalStore(filepath.Join(t.TempDir(), "data"), clock.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	ctx := t.Context()
+	now := clock.Now()
+	if err := s.putState(ctx, "abandoned", &stateRecord{Verifier: "v", CreatedAt: now, ExpireAt: now.Add(stateTTL)}); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(stateTTL + time.Second)
+	later := clock.Now()
+	if err := s.putState(ctx, "fresh", &stateRecord{Verifier: "w", CreatedAt: later, ExpireAt: later.Add(stateTTL)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.consumeState(ctx, "abandoned"); !errors.Is(err, errNotFound) {
+		t.Errorf("expired state: got %v, want it purged (errNotFound)", err)
+	}
+	if _, err := s.consumeState(ctx, "fresh"); err != nil {
+		t.Errorf("unexpired state: %v", err)
+	}
+}
