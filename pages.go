@@ -81,14 +81,18 @@ func wantsJSON(r *http.Request) bool {
 }
 
 // writeJSON answers v as JSON with the given status code.
+// Messages keep "<" and ">" readable: the answer is JSON with nosniff, never
+// rendered as HTML.
 func writeJSON(w http.ResponseWriter, code int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
 		http.Error(w, `{"error":{"code":500,"status":"INTERNAL","message":"internal error"}}`, http.StatusInternalServerError)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(code)
-	w.Write(append(b, '\n'))
+	w.Write(buf.Bytes())
 }
