@@ -20,16 +20,9 @@ type disconnectRequest struct {
 // at Google, then deletes the record. The caller is authenticated exactly
 // as for CreateSpace.
 func (s *server) handleDisconnect(w http.ResponseWriter, r *http.Request) error {
-	body, err := readJSONBody(w, r)
-	if err != nil {
-		return err
-	}
-	c, err := s.callers.authenticate(r, body)
-	if err != nil {
-		return err
-	}
 	var req disconnectRequest
-	if err := decodeStrict(body, &req); err != nil {
+	c, err := s.webhookRequest(w, r, &req)
+	if err != nil {
 		return err
 	}
 	if !validUser(req.User) {

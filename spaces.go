@@ -51,16 +51,9 @@ var (
 // handleCreateSpace serves POST /CreateSpace: it authenticates the caller,
 // validates the request, and creates the space as the consenting user.
 func (s *server) handleCreateSpace(w http.ResponseWriter, r *http.Request) error {
-	body, err := readJSONBody(w, r)
-	if err != nil {
-		return err
-	}
-	c, err := s.callers.authenticate(r, body)
-	if err != nil {
-		return err
-	}
 	var req createSpaceRequest
-	if err := decodeStrict(body, &req); err != nil {
+	c, err := s.webhookRequest(w, r, &req)
+	if err != nil {
 		return err
 	}
 	if err := req.validate(); err != nil {
@@ -89,6 +82,24 @@ func (s *server) handleCreateSpace(w http.ResponseWriter, r *http.Request) error
 	loggerFrom(ctx).Info("space created", "sub", rec.Sub, "space", space.Name, "caller", c.method)
 	writeJSON(w, http.StatusOK, space)
 	return nil
+}
+
+// webhookRequest is the common start of the webhook functions: POST,
+// JSON, size bound, then the caller's authentication over the raw body,
+// and only then the strict decoding of the body into v.
+func (s *server) webhookRequest(w http.ResponseWriter, r *http.Request, v any) (*caller, error) {
+	body, err := readJSONBody(w, r)
+	if err != nil {
+		return nil, err
+	}
+	c, err := s.callers.authenticate(r, body)
+	if err != nil {
+		return nil, err
+	}
+	if err := decodeStrict(body, v); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // readJSONBody enforces POST, application/json and the size bound, in
