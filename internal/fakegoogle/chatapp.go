@@ -1,0 +1,239 @@
+package fakegoogle
+
+import (
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"time"
+)
+
+// Google Chat's side of a Chat app with an HTTP endpoint: who signs the
+// bearer token of every interaction event, and where the keys are.
+const (
+	// ChatServiceAccount is the account Google Chat calls Chat apps as. It
+	// is the email claim of the "HTTP endpoint URL" ID token and the issuer
+	// of the "Project number" JWT.
+	ChatServiceAccount = "chat@system.gserviceaccount.com"
+	// ChatCertsPath is where Google publishes that account's public keys,
+	// as a JSON object mapping key ids to PEM X.509 certificates, on
+	// https://www.googleapis.com.
+	ChatCertsPath = "/service_accounts/v1/metadata/x509/" + ChatServiceAccount
+	// ChatCertsURL is the production URL of ChatCertsPath.
+	ChatCertsURL = "https://www.googleapis.com" + ChatCertsPath
+)
+
+// ChatApp plays Google Chat calling a Chat app's HTTP endpoint. It mints
+// the bearer tokens of both "Authentication audience" settings of the
+// Chat API's configuration page:
+//
+//   - "HTTP endpoint URL": an OpenID Connect ID token signed by Google's
+//     OAuth key (the Server's, published at /oauth2/v3/certs), with iss
+//     https://accounts.google.com, aud the endpoint URL and email
+//     chat@system.gserviceaccount.com (EndpointToken).
+//   - "Project number": a JWT signed by the chat@system.gserviceaccount.com
+//     service account's own key, published at ChatCertsURL, with that
+//     account as iss and the project number as aud (ProjectToken).
+//
+// The service account's certificates are served by Transport, which
+// answers ChatCertsURL itself and passes every other request to the
+// Server's Transport; a client that verifies both kinds of token uses
+// HTTPClient. A ChatApp is safe for concurrent use.
+type ChatApp struct {
+	google *Server
+
+	mu          sync.Mutex
+	keys        []*chatKey // the published keys; the last one signs
+	certFetches int
+	certFaults  []int // HTTP statuses for the next certificate fetches
+}
+
+type chatKey struct {
+	key          *rsa.PrivateKey
+	kid, certPEM string
+}
+
+// NewChatApp makes the service account's first signing key. Tokens of
+// the "HTTP endpoint URL" kind are signed by google.
+func NewChatApp(google *Server) (*ChatApp, error) {
+	c := &ChatApp{google: google}
+	if err := c.RotateKey(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// RotateKey adds a new signing key, as Google rotates service account
+// keys: the new key signs from now on and both are published, so a
+// verifier that cached the old set must fetch the certificates again.
+func (c *ChatApp) RotateKey() error {
+	key, kid, certPEM, err := newSigningKey(c.google.now())
+	if err != nil {
+		return fmt.Errorf("fakegoogle: chat signing key: %w", err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.keys = append(c.keys, &chatKey{key: key, kid: kid, certPEM: certPEM})
+	return nil
+}
+
+// KeyID returns the kid of the key that signs ProjectToken's tokens now.
+func (c *ChatApp) KeyID() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.keys[len(c.keys)-1].kid
+}
+
+// EndpointToken returns the bearer token Chat sends with the "HTTP
+// endpoint URL" audience setting: a Google ID token for endpointURL,
+// issued now and valid for an hour. edit, when not nil, may change the
+// claims before signing (tests make wrong ones this way).
+func (c *ChatApp) EndpointToken(endpointURL string, edit func(claims map[string]any)) string {
+	now := c.google.now()
+	claims := map[string]any{
+		"iss":            GoogleIssuer,
+		"aud":            endpointURL,
+		"azp":            "113760208830946925151", // a numeric client id, as Google's tokens carry
+		"sub":            "113760208830946925151",
+		"email":          ChatServiceAccount,
+		"email_verified": true,
+		"iat":            now.Unix(),
+		"exp":            now.Add(time.Hour).Unix(),
+	}
+	if edit != nil {
+		edit(claims)
+	}
+	return c.google.MintIDToken(claims)
+}
+
+// ProjectToken returns the bearer token Chat sends with the "Project
+// number" audience setting: a JWT from chat@system.gserviceaccount.com for
+// projectNumber, issued now and valid for an hour, signed by the service
+// account's current key. edit, when not nil, may change the claims.
+func (c *ChatApp) ProjectToken(projectNumber string, edit func(claims map[string]any)) string {
+	now := c.google.now()
+	claims := map[string]any{
+		"iss": ChatServiceAccount,
+		"aud": projectNumber,
+		"iat": now.Unix(),
+		"exp": now.Add(time.Hour).Unix(),
+	}
+	if edit != nil {
+		edit(claims)
+	}
+	return c.MintJWT(claims)
+}
+
+// MintJWT signs claims exactly as given (RS256) with the service
+// account's current key. It returns "" only if claims cannot be encoded.
+func (c *ChatApp) MintJWT(claims map[string]any) string {
+	c.mu.Lock()
+	k := c.keys[len(c.keys)-1]
+	c.mu.Unlock()
+	header, err := json.Marshal(map[string]string{"alg": "RS256", "kid": k.kid, "typ": "JWT"})
+	if err != nil {
+		return ""
+	}
+	payload, err := json.Marshal(claims)
+	if err != nil {
+		return ""
+	}
+	input := b64(header) + "." + b64(payload)
+	digest := sha256.Sum256([]byte(input))
+	sig, err := rsa.SignPKCS1v15(rand.Reader, k.key, crypto.SHA256, digest[:])
+	if err != nil {
+		return ""
+	}
+	return input + "." + b64(sig)
+}
+
+// CertsJSON returns the body served at ChatCertsURL: every published key
+// id mapped to its PEM certificate.
+func (c *ChatApp) CertsJSON() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := make(map[string]string, len(c.keys))
+	for _, k := range c.keys {
+		m[k.kid] = k.certPEM
+	}
+	b, _ := json.Marshal(m)
+	return b
+}
+
+// FailCerts makes the next n certificate fetches answer status, as a
+// Google outage would.
+func (c *ChatApp) FailCerts(status, n int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for range n {
+		c.certFaults = append(c.certFaults, status)
+	}
+}
+
+// CertFetches returns how many times the certificates were requested, so
+// tests can check that a verifier caches them.
+func (c *ChatApp) CertFetches() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.certFetches
+}
+
+// ServeHTTP serves GET ChatCertsPath in Google's format, with a short
+// max-age so that caching verifiers notice a rotation soon.
+func (c *ChatApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != ChatCertsPath {
+		http.NotFound(w, r)
+		return
+	}
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	c.mu.Lock()
+	c.certFetches++
+	status := 0
+	if len(c.certFaults) > 0 {
+		status, c.certFaults = c.certFaults[0], c.certFaults[1:]
+	}
+	c.mu.Unlock()
+	if status != 0 {
+		writeJSON(w, status, map[string]any{"error": map[string]any{"code": status, "message": defaultMessage(status), "status": rpcStatus(status)}})
+		return
+	}
+	w.Header().Set("Content-Type", "application/json; charset=UTF-8")
+	w.Header().Set("Cache-Control", certCacheControl)
+	_, _ = w.Write(c.CertsJSON())
+}
+
+// Transport answers requests for ChatCertsURL in process and sends every
+// other request to the Server's Transport, which routes Google's hosts to
+// the fake and refuses the rest.
+func (c *ChatApp) Transport() http.RoundTripper {
+	next := c.google.Transport()
+	return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		if r.URL.Hostname() != "www.googleapis.com" || r.URL.Path != ChatCertsPath {
+			return next.RoundTrip(r)
+		}
+		if err := r.Context().Err(); err != nil {
+			return nil, err
+		}
+		rec := httptest.NewRecorder()
+		c.ServeHTTP(rec, r)
+		resp := rec.Result()
+		resp.Request = r
+		return resp, nil
+	})
+}
+
+// HTTPClient returns a client that uses Transport: it fetches Google's
+// OAuth keys from the Server and the Chat service account's certificates
+// from c.
+func (c *ChatApp) HTTPClient() *http.Client {
+	return &http.Client{Transport: c.Transport(), Timeout: 30 * time.Second}
+}
