@@ -30,6 +30,8 @@ type Config struct {
 	FirestoreDatabase string   // FIRESTORE_DATABASE
 	ChatEndpoint      string   // CHAT_API_ENDPOINT: empty means Google's
 	RevokeURL         string   // OAUTH_REVOKE_URL
+	ChatAudienceType  string   // CHAT_AUDIENCE_TYPE: ENDPOINT_URL or PROJECT_NUMBER; empty: ChatEvents is off
+	ChatAudience      string   // CHAT_AUDIENCE: the ChatEvents URL, or the project number, as set in the Chat app's configuration
 	Deployed          bool     // K_SERVICE is set: running on Cloud Functions / Cloud Run
 }
 
@@ -55,6 +57,8 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		FirestoreDatabase: get("FIRESTORE_DATABASE"),
 		ChatEndpoint:      get("CHAT_API_ENDPOINT"),
 		RevokeURL:         get("OAUTH_REVOKE_URL"),
+		ChatAudienceType:  strings.ToUpper(get("CHAT_AUDIENCE_TYPE")),
+		ChatAudience:      get("CHAT_AUDIENCE"),
 		Deployed:          get("K_SERVICE") != "",
 	}
 	if c.Store == "" {
@@ -110,6 +114,8 @@ func loadConfig(getenv func(string) string) (Config, error) {
 			}
 		}
 	}
+
+	invalid = append(invalid, checkChatAudience(c.ChatAudienceType, c.ChatAudience)...)
 
 	var errs []string
 	if len(missing) > 0 {

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/GoogleCloudPlatform/functions-framework-go/functions"
+	"github.com/tink-crypto/tink-go/v2/tink"
 	"golang.org/x/oauth2"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sync/singleflight"
@@ -47,6 +48,7 @@ var registered = []function{
 	{"OAuthCallback", (*server).handleCallback, true},
 	{"CreateSpace", (*server).handleCreateSpace, false},
 	{"Disconnect", (*server).handleDisconnect, false},
+	{"ChatEvents", (*server).handleChatEvents, false},
 }
 
 // defaultInstance is the per-instance server, built on first use from the
@@ -94,6 +96,8 @@ type server struct {
 	chat           *chat.Service      // shared by all users; the token rides in the context
 	chatDeadline   time.Duration      // bound on a CreateSpace's upstream work, retries included
 	refreshes      singleflight.Group // one refresh per user at a time on this instance
+	chatAuth       *chatAuth          // verifies Google Chat's requests; nil: ChatEvents is off
+	tickets        tink.AEAD          // seals the tickets of Chat's consent prompts (the token keyset)
 }
 
 // serverOptions are the dependencies a test (or cmd/local) may replace.
@@ -162,6 +166,7 @@ func newServer(ctx context.Context, cfg Config, o serverOptions) (*server, error
 	if err != nil {
 		return nil, err
 	}
+	s.tickets = cipher.aead
 	if webhookSecrets != nil {
 		if s.webhookSecrets, err = parseWebhookSecrets(webhookSecrets); err != nil {
 			return nil, err
@@ -180,6 +185,11 @@ func newServer(ctx context.Context, cfg Config, o serverOptions) (*server, error
 	}
 	if s.callers, err = newCallerAuth(ctx, s.webhookSecrets, cfg.AllowedAudiences, cfg.TrustedCallers, o.certsClient, o.now); err != nil {
 		return nil, err
+	}
+	if cfg.ChatAudienceType != "" {
+		if s.chatAuth, err = newChatAuth(ctx, cfg.ChatAudienceType, cfg.ChatAudience, o.certsClient, o.now); err != nil {
+			return nil, err
+		}
 	}
 	chatOpts := []option.ClientOption{option.WithHTTPClient(&http.Client{Transport: bearerTransport{base: o.httpClient.Transport}})}
 	if cfg.ChatEndpoint != "" {

@@ -55,6 +55,21 @@ func (s *server) handleStart(w http.ResponseWriter, r *http.Request) error {
 	if hint != "" && !validEmail(hint) {
 		return errorf(statusInvalidArgument, "login_hint must be an email address, like alice@example.com")
 	}
+	// A ticket (from ChatEvents' Configure prompt) binds the consent to a
+	// Chat user and says where Chat wants the browser back.
+	var ticket *chatTicket
+	if _, ok := q["ticket"]; ok {
+		raw, err := requiredParam(q, "ticket", maxTicket)
+		if err != nil {
+			return err
+		}
+		if ticket, err = s.openTicket(raw); err != nil {
+			return err
+		}
+		if hint == "" {
+			hint = ticket.Email
+		}
+	}
 
 	state, binding, verifier := randomToken(), randomToken(), oauth2.GenerateVerifier()
 	now := s.now()
@@ -64,6 +79,9 @@ func (s *server) handleStart(w http.ResponseWriter, r *http.Request) error {
 		LoginHint:  hint,
 		CreatedAt:  now,
 		ExpireAt:   now.Add(stateTTL),
+	}
+	if ticket != nil {
+		rec.ChatUser, rec.ChatRedirect = ticket.User, ticket.Redirect
 	}
 	if err := s.store.putState(r.Context(), hashToken(state), rec); err != nil {
 		return err
@@ -144,6 +162,9 @@ func (s *server) handleCallback(w http.ResponseWriter, r *http.Request) error {
 		return errorf(statusPermissionDenied, "the Google account's email address is not verified, so it cannot be connected")
 	}
 	email := strings.ToLower(user.Email)
+	if err := checkChatUser(ctx, rec, user.Sub, email); err != nil {
+		return err
+	}
 	scopeText, _ := tok.Extra("scope").(string)
 	scopes := strings.Fields(scopeText)
 	if !slices.Contains(scopes, scopeChatCreate) {
@@ -196,6 +217,9 @@ func (s *server) handleCallback(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	loggerFrom(ctx).Info("consent stored", "sub", user.Sub, "newRefreshToken", tok.RefreshToken != "")
+	if s.redirectToChat(w, r, rec) {
+		return nil
+	}
 	renderPage(w, http.StatusOK, page{
 		Title:   "Google Chat connected",
 		Heading: "Google Chat is connected",

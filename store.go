@@ -50,6 +50,12 @@ type stateRecord struct {
 	LoginHint  string    `firestore:"loginHint" json:"loginHint"`
 	CreatedAt  time.Time `firestore:"createdAt" json:"createdAt"`
 	ExpireAt   time.Time `firestore:"expireAt" json:"expireAt"`
+
+	// ChatUser and ChatRedirect come from a Chat ticket (ChatEvents): the
+	// consenting account must be ChatUser ("users/{id}"), and the browser
+	// then goes back to ChatRedirect.
+	ChatUser     string `firestore:"chatUser,omitempty" json:"chatUser,omitempty"`
+	ChatRedirect string `firestore:"chatRedirect,omitempty" json:"chatRedirect,omitempty"`
 }
 
 // firestoreStore keeps records in Firestore (native mode). It honours
