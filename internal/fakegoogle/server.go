@@ -218,6 +218,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("POST /v1/spaces", s.handleCreateSpace)
 	mux.HandleFunc("POST /v1/spaces:setup", s.handleSetupSpace)
 	mux.HandleFunc("GET /v1/spaces/{id}", s.handleGetSpace)
+	mux.HandleFunc("POST /v1/projects/{project}/locations/{location}/keyRings/{keyRing}/cryptoKeys/{keyVerb}", s.handleKMS)
 	return mux
 }
 
