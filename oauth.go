@@ -245,7 +245,14 @@ func (s *server) consumeState(w http.ResponseWriter, r *http.Request, state stri
 	if err != nil {
 		return nil, err
 	}
-	if !s.now().Before(rec.ExpireAt) {
+	// The lifetime is counted from when the state was made, whatever the
+	// record's expireAt says: a record dated ahead or given a longer expiry
+	// (by a skewed instance, or a hand-edited store) does not live longer.
+	now := s.now()
+	if rec.CreatedAt.After(now.Add(time.Minute)) {
+		return nil, s.restartError(statusPermissionDenied, "this sign-in link is not valid", rec.LoginHint)
+	}
+	if !now.Before(rec.ExpireAt) || now.Sub(rec.CreatedAt) >= stateTTL {
 		return nil, s.restartError(statusPermissionDenied, "this sign-in took longer than 10 minutes and expired", rec.LoginHint)
 	}
 	c, err := r.Cookie(stateCookie)
