@@ -11,6 +11,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -128,17 +129,16 @@ func readJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	return body, nil
 }
 
-// decodeStrict decodes a JSON object into v, refusing what encoding/json
-// lets pass: unknown fields, duplicate keys (which parsers disagree on),
+// decodeStrict decodes a JSON object into v, a pointer to a struct,
+// refusing what encoding/json lets pass: unknown fields, keys that name a
+// field only in another case, duplicate keys (which parsers disagree on),
 // invalid UTF-8 (silently replaced otherwise) and trailing data.
 func decodeStrict(body []byte, v any) error {
 	if !utf8.Valid(body) {
 		return errorf(statusInvalidArgument, "the body is not valid UTF-8")
 	}
-	if key, err := duplicateKey(body); err != nil {
-		return errorf(statusInvalidArgument, "the body is not a JSON object")
-	} else if key != "" {
-		return errorf(statusInvalidArgument, "the field %q appears more than once", key)
+	if err := checkKeys(body, jsonNames(v)); err != nil {
+		return err
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -179,31 +179,49 @@ func jsonTypeName(kind string) string {
 	return "of another type"
 }
 
-// duplicateKey returns the first key that appears twice in the top-level
-// object of body, walking its tokens.
-func duplicateKey(body []byte) (string, error) {
+// checkKeys walks the top-level object of body and refuses a key that
+// appears twice or is not exactly one of names. encoding/json fills a
+// field from a key that matches its name in any case, Unicode folding
+// included ("USER" and "uſer" fill User), so without the exact match a
+// body one parser reads as alice's would be read here as bob's.
+func checkKeys(body []byte, names map[string]bool) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	tok, err := dec.Token()
 	if err != nil || tok != json.Delim('{') {
-		return "", errors.New("not an object")
+		return errorf(statusInvalidArgument, "the body is not a JSON object")
 	}
 	seen := map[string]bool{}
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
-			return "", err
+			return errorf(statusInvalidArgument, "the body is not a JSON object")
 		}
 		key, _ := tok.(string)
+		if !names[key] {
+			return errorf(statusInvalidArgument, "the body is not a valid request: unknown field %q", key)
+		}
 		if seen[key] {
-			return key, nil
+			return errorf(statusInvalidArgument, "the field %q appears more than once", key)
 		}
 		seen[key] = true
 		var skip json.RawMessage
 		if err := dec.Decode(&skip); err != nil {
-			return "", err
+			return errorf(statusInvalidArgument, "the body is not a valid request: %s", jsonProblem(err))
 		}
 	}
-	return "", nil
+	return nil
+}
+
+// jsonNames returns the JSON names of the fields of the struct v points to.
+func jsonNames(v any) map[string]bool {
+	t := reflect.TypeOf(v).Elem()
+	names := make(map[string]bool, t.NumField())
+	for i := range t.NumField() {
+		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ","); name != "" && name != "-" {
+			names[name] = true
+		}
+	}
+	return names
 }
 
 // validate checks every field, naming the one that is wrong.
@@ -246,6 +264,9 @@ func (q *createSpaceRequest) validate() error {
 	}
 	if utf8.RuneCountInString(q.Description) > 4096 {
 		return bad(`"description" is longer than 4096 characters`)
+	}
+	if hasControl(strings.NewReplacer("\n", "", "\r", "", "\t", "").Replace(q.Description)) {
+		return bad(`"description" contains control characters other than line breaks and tabs`)
 	}
 	if q.Description != "" && q.SpaceType != spaceTypeSpace {
 		return bad(`"description" is only for a SPACE`)
