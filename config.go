@@ -21,6 +21,7 @@ type Config struct {
 	ClientSecrets     string   // CLIENT_SECRETS: secret reference to the OAuth client JSON
 	WebhookSecrets    string   // WEBHOOK_SECRETS: secret reference, one HMAC secret per line
 	TokenKeyset       string   // TOKEN_KEYSET: secret reference to the Tink AEAD keyset (JSON) that encrypts stored tokens
+	TokenKeysetKMSKey string   // TOKEN_KEYSET_KMS_KEY: Cloud KMS key that wraps TOKEN_KEYSET; empty: cleartext keyset
 	RedirectURL       string   // REDIRECT_URL: the exact OAuthCallback URL registered on the client
 	PublicURL         string   // PUBLIC_URL: base URL of the functions, for authorizeUrl links
 	AllowedAudiences  []string // ALLOWED_AUDIENCES
@@ -48,6 +49,7 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		ClientSecrets:     get("CLIENT_SECRETS"),
 		WebhookSecrets:    get("WEBHOOK_SECRETS"),
 		TokenKeyset:       get("TOKEN_KEYSET"),
+		TokenKeysetKMSKey: get(tokenKeysetKMSKeyVar),
 		RedirectURL:       get("REDIRECT_URL"),
 		PublicURL:         strings.TrimRight(get("PUBLIC_URL"), "/"),
 		AllowedAudiences:  splitList(get("ALLOWED_AUDIENCES")),
@@ -96,6 +98,9 @@ func loadConfig(getenv func(string) string) (Config, error) {
 	}
 	if c.WebhookSecrets == "" && len(c.AllowedAudiences) == 0 {
 		missing = append(missing, "WEBHOOK_SECRETS (or ALLOWED_AUDIENCES, when only Google ID tokens call)")
+	}
+	if c.TokenKeysetKMSKey != "" && !kmsKeyURIPattern.MatchString(c.TokenKeysetKMSKey) {
+		invalid = append(invalid, tokenKeysetKMSKeyVar+": must be gcp-kms://projects/P/locations/L/keyRings/R/cryptoKeys/K (the key, not a key version)")
 	}
 	if c.RedirectURL != "" {
 		if err := checkBaseURL(c.RedirectURL, true); err != nil {

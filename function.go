@@ -105,6 +105,7 @@ type serverOptions struct {
 	secretManager []option.ClientOption // Secret Manager client options
 	secretWait    time.Duration         // bound on one secret read; zero: 10 s
 	firestore     []option.ClientOption // Firestore client options
+	kms           []option.ClientOption // Cloud KMS client options, for a wrapped TOKEN_KEYSET
 	httpClient    *http.Client
 	certsClient   *http.Client  // fetches Google's ID-token keys; default httpClient
 	chatDeadline  time.Duration // default 30 s
@@ -162,7 +163,7 @@ func newServer(ctx context.Context, cfg Config, o serverOptions) (*server, error
 	if s.client, err = parseClientSecrets(clientJSON); err != nil {
 		return nil, err
 	}
-	cipher, err := newTokenCipher(keyset)
+	cipher, err := loadTokenCipher(ctx, keyset, cfg.TokenKeysetKMSKey, o.kms...)
 	if err != nil {
 		return nil, err
 	}

@@ -443,3 +443,28 @@ func TestKMSUnwrapErrorKinds(t *testing.T) {
 		})
 	}
 }
+
+// TestServerWithKMSWrappedKeyset: a deployment whose TOKEN_KEYSET is wrapped
+// by Cloud KMS unwraps it once at cold start and then serves the whole flow
+// without calling KMS again.
+func TestServerWithKMSWrappedKeyset(t *testing.T) {
+	e := newTestEnv(t, storeLocal)
+	g := e.google
+	uri := g.AddKMSKey("projects/p/locations/global/keyRings/chatauth/cryptoKeys/token-keyset")
+	opts := []option.ClientOption{option.WithEndpoint(g.URL() + "/"), option.WithHTTPClient(g.HTTPClient()), option.WithoutAuthentication()}
+	wrapped, _ := wrappedKeyset(t, uri, opts)
+	writeFile(t, e.cfg.TokenKeyset, wrapped)
+	e.cfg.TokenKeysetKMSKey = uri
+	before := g.KMSCalls()
+	e.restart(func(o *serverOptions) { o.kms = opts })
+	if got := g.KMSCalls() - before; got != 1 {
+		t.Errorf("KMS calls at cold start: got %d, want 1", got)
+	}
+	e.connect()
+	if code, body := e.signed("CreateSpace", `{"user":"alice@example.com","displayName":"Wrapped keyset"}`); code != 200 {
+		t.Fatalf("CreateSpace: got %d: %s", code, body)
+	}
+	if got := g.KMSCalls() - before; got != 1 {
+		t.Errorf("KMS calls after serving: got %d, want still 1", got)
+	}
+}
