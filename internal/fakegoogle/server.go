@@ -114,6 +114,7 @@ type Server struct {
 	mu sync.Mutex
 	oauthState
 	chatState
+	dwdState
 }
 
 // New starts a fake on a loopback listener and returns once it accepts
@@ -152,6 +153,7 @@ func New(opts Options) (*Server, error) {
 		certPEM:      certPEM,
 		oauthState:   newOAuthState(),
 		chatState:    newChatState(),
+		dwdState:     newDWDState(),
 	}
 	s.redirectURIs = slices.Clone(opts.RedirectURIs)
 	for _, u := range opts.Users {
@@ -219,6 +221,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("POST /v1/spaces:setup", s.handleSetupSpace)
 	mux.HandleFunc("GET /v1/spaces/{id}", s.handleGetSpace)
 	mux.HandleFunc("POST /v1/projects/{project}/locations/{location}/keyRings/{keyRing}/cryptoKeys/{keyVerb}", s.handleKMS)
+	mux.HandleFunc("POST /v1/projects/{project}/serviceAccounts/{account}", s.handleIAMCredentials)
 	return mux
 }
 
@@ -316,16 +319,18 @@ func (s *Server) ClientJSON(kind string) []byte {
 // googleHosts are the Google hosts whose requests Transport sends to the
 // fake instead.
 var googleHosts = map[string]bool{
-	"accounts.google.com":          true,
-	"oauth2.googleapis.com":        true,
-	"www.googleapis.com":           true,
-	"openidconnect.googleapis.com": true,
-	"chat.googleapis.com":          true,
+	"accounts.google.com":           true,
+	"oauth2.googleapis.com":         true,
+	"www.googleapis.com":            true,
+	"openidconnect.googleapis.com":  true,
+	"chat.googleapis.com":           true,
+	"iamcredentials.googleapis.com": true,
 }
 
 // Transport returns a RoundTripper that sends requests for Google's OAuth,
-// certificate and Chat hosts (accounts.google.com, oauth2.googleapis.com,
-// www.googleapis.com, openidconnect.googleapis.com, chat.googleapis.com) to
+// certificate, Chat and IAM Credentials hosts (accounts.google.com,
+// oauth2.googleapis.com, www.googleapis.com, openidconnect.googleapis.com,
+// chat.googleapis.com, iamcredentials.googleapis.com) to
 // the fake over plain HTTP, keeping the path. It exists for clients whose
 // Google URLs are fixed, such as google.golang.org/api/idtoken, which always
 // fetches https://www.googleapis.com/oauth2/v3/certs. Requests for any other
@@ -377,6 +382,7 @@ func (s *Server) Endpoints() []string {
 		"jwks       GET  " + b + "/oauth2/v3/certs (PEM map at /oauth2/v1/certs)",
 		"discovery  GET  " + b + "/.well-known/openid-configuration",
 		"chat       POST " + b + "/v1/spaces, POST " + b + "/v1/spaces:setup, GET " + b + "/v1/spaces/{id}",
+		"iamcreds   POST " + b + "/v1/projects/-/serviceAccounts/{email}:signJwt (and :generateIdToken)",
 	}
 }
 
@@ -399,7 +405,7 @@ func (s *Server) handleDiscovery(w http.ResponseWriter, r *http.Request) {
 		"token_endpoint_auth_methods_supported": []string{"client_secret_post", "client_secret_basic"},
 		"claims_supported":                      []string{"aud", "email", "email_verified", "exp", "iat", "iss", "sub", "azp", "at_hash", "nonce"},
 		"code_challenge_methods_supported":      []string{"S256"},
-		"grant_types_supported":                 []string{"authorization_code", "refresh_token"},
+		"grant_types_supported":                 []string{"authorization_code", "refresh_token", GrantTypeJWTBearer},
 	})
 }
 

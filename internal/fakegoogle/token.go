@@ -68,7 +68,8 @@ type tokenResult struct {
 
 // handleToken serves POST /token for the authorization_code and
 // refresh_token grants, with the client authenticated by client_secret_post
-// or HTTP Basic.
+// or HTTP Basic, and for the JWT-bearer grant (delegation.go), which the
+// assertion's signature authenticates.
 func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	form, formErr := readForm(w, r)
 	grantType := form.Get("grant_type")
@@ -101,6 +102,10 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	}
 	if formErr != nil {
 		formErr.write(w)
+		return
+	}
+	if isJWTBearer(form) {
+		s.jwtBearerGrant(w, form) // delegation.go
 		return
 	}
 	clientID, cerr := s.authenticateClient(r, form)
