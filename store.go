@@ -61,7 +61,35 @@ type stateRecord struct {
 // firestoreStore keeps records in Firestore (native mode). It honours
 // FIRESTORE_EMULATOR_HOST through the client library.
 type firestoreStore struct {
-	client *firestore.Client
+	client  *firestore.Client
+	timeout time.Duration // bound on one operation, retries included; see bound
+}
+
+// storeOpTimeout bounds one Firestore operation, the client's own retries
+// included.
+const storeOpTimeout = 10 * time.Second
+
+// errStoreTimeout is the cause of an operation's own deadline.
+var errStoreTimeout = errors.New("Firestore did not answer in time")
+
+// bound gives one operation a deadline of its own. The client retries an
+// unreachable Firestore until its context ends, and a request's context
+// may have no deadline at all (OAuthStart), so without it a request would
+// hang for as long as Firestore is away; with it the caller gets
+// errStoreUnavailable, answered 503 with Retry-After.
+func (s *firestoreStore) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeoutCause(ctx, s.timeout, errStoreTimeout)
+}
+
+// opErr is storeErr for an operation run under bound. The bound running
+// out while the caller still waits means Firestore is unavailable; the
+// cause is kept as text only, so that it does not read as the caller's
+// own deadline.
+func opErr(ctx context.Context, err error) error {
+	if err != nil && errors.Is(context.Cause(ctx), errStoreTimeout) {
+		return fmt.Errorf("%w: %w (%v)", errStoreUnavailable, errStoreTimeout, err)
+	}
+	return storeErr(err)
 }
 
 var _ tokenStore = (*firestoreStore)(nil)
@@ -73,7 +101,7 @@ func newFirestoreStore(ctx context.Context, project, database string, opts ...op
 	if err != nil {
 		return nil, fmt.Errorf("store: new Firestore client for %s/%s: %w", project, database, storeErr(err))
 	}
-	return &firestoreStore{client: c}, nil
+	return &firestoreStore{client: c, timeout: storeOpTimeout}, nil
 }
 
 // storeErr translates gRPC codes at the store's boundary, so the rest of
@@ -95,9 +123,11 @@ func storeErr(err error) error {
 }
 
 func (s *firestoreStore) putState(ctx context.Context, key string, st *stateRecord) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	_, err := s.client.Collection(statesCollection).Doc(key).Create(ctx, st)
 	if err != nil {
-		return fmt.Errorf("store: put state: %w", storeErr(err))
+		return fmt.Errorf("store: put state: %w", opErr(ctx, err))
 	}
 	return nil
 }
@@ -105,6 +135,8 @@ func (s *firestoreStore) putState(ctx context.Context, key string, st *stateReco
 // consumeState reads and deletes the state in one transaction, so that of
 // any number of concurrent callbacks exactly one gets the record.
 func (s *firestoreStore) consumeState(ctx context.Context, key string) (*stateRecord, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	doc := s.client.Collection(statesCollection).Doc(key)
 	var st stateRecord
 	err := s.client.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
@@ -118,15 +150,17 @@ func (s *firestoreStore) consumeState(ctx context.Context, key string) (*stateRe
 		return tx.Delete(doc)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("store: consume state: %w", storeErr(err))
+		return nil, fmt.Errorf("store: consume state: %w", opErr(ctx, err))
 	}
 	return &st, nil
 }
 
 func (s *firestoreStore) getToken(ctx context.Context, sub string) (*tokenRecord, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	snap, err := s.client.Collection(tokensCollection).Doc(sub).Get(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("store: get token %s: %w", sub, storeErr(err))
+		return nil, fmt.Errorf("store: get token %s: %w", sub, opErr(ctx, err))
 	}
 	return decodeToken(snap)
 }
@@ -144,6 +178,8 @@ func decodeToken(snap *firestore.DocumentSnapshot) (*tokenRecord, error) {
 // two accounts (an account deleted and re-created), the one updated last
 // wins.
 func (s *firestoreStore) tokenByEmail(ctx context.Context, email string) (*tokenRecord, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	it := s.client.Collection(tokensCollection).Where("email", "==", email).Limit(10).Documents(ctx)
 	defer it.Stop()
 	var best *tokenRecord
@@ -153,7 +189,7 @@ func (s *firestoreStore) tokenByEmail(ctx context.Context, email string) (*token
 			break
 		}
 		if err != nil {
-			return nil, fmt.Errorf("store: find token by email: %w", storeErr(err))
+			return nil, fmt.Errorf("store: find token by email: %w", opErr(ctx, err))
 		}
 		rec, err := decodeToken(snap)
 		if err != nil {
@@ -173,6 +209,8 @@ func (s *firestoreStore) tokenByEmail(ctx context.Context, email string) (*token
 // transaction and writes what fn returns; a nil result writes nothing. fn
 // may run more than once and must not call out of the process.
 func (s *firestoreStore) updateToken(ctx context.Context, sub string, fn func(cur *tokenRecord) (*tokenRecord, error)) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	doc := s.client.Collection(tokensCollection).Doc(sub)
 	err := s.client.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
 		var cur *tokenRecord
@@ -193,14 +231,16 @@ func (s *firestoreStore) updateToken(ctx context.Context, sub string, fn func(cu
 		return tx.Set(doc, next)
 	})
 	if err != nil {
-		return fmt.Errorf("store: update token %s: %w", sub, storeErr(err))
+		return fmt.Errorf("store: update token %s: %w", sub, opErr(ctx, err))
 	}
 	return nil
 }
 
 func (s *firestoreStore) deleteToken(ctx context.Context, sub string) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	if _, err := s.client.Collection(tokensCollection).Doc(sub).Delete(ctx); err != nil {
-		return fmt.Errorf("store: delete token %s: %w", sub, storeErr(err))
+		return fmt.Errorf("store: delete token %s: %w", sub, opErr(ctx, err))
 	}
 	return nil
 }
