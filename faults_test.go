@@ -1,0 +1,619 @@
+package chatauth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/chatauth/chatauth/internal/fakegoogle"
+	"github.com/chatauth/chatauth/internal/fakesecretmanager"
+)
+
+// This file injects the faults of a bad day (issue 7): each test names the
+// expected answer and checks that nothing was lost. TESTING.md lists them.
+
+// firestoreOf returns the Firestore store under the server's wrappers.
+func firestoreOf(t *testing.T, s tokenStore) *firestoreStore {
+	t.Helper()
+	for {
+		switch w := s.(type) {
+		case spyStore:
+			s = w.tokenStore
+		case *encryptedStore:
+			s = w.tokenStore
+		case *firestoreStore:
+			return w
+		default:
+			t.Fatalf("no Firestore store under %T", s)
+		}
+	}
+}
+
+// spaceRequest is a CreateSpace body with a requestId.
+func spaceRequest(name, requestID string) string {
+	return fmt.Sprintf(`{"user":"alice@example.com","displayName":%q,"requestId":%q}`, name, requestID)
+}
+
+// spacesWithRequestID returns the spaces fake Chat holds for requestID.
+func spacesWithRequestID(g *fakegoogle.Server, requestID string) []fakegoogle.Space {
+	var out []fakegoogle.Space
+	for _, sp := range g.Spaces() {
+		if sp.RequestID == requestID {
+			out = append(out, sp)
+		}
+	}
+	return out
+}
+
+// timed runs f and returns how long it took.
+func timed(f func()) time.Duration {
+	start := time.Now()
+	f()
+	return time.Since(start)
+}
+
+// TestFaultFirestoreOutage stops the Firestore emulator in the middle of a
+// run and starts it again. While it is away every function answers 503
+// with Retry-After within the store's bound, and spends nothing upstream:
+// no space is created, no code is redeemed, nothing is revoked. Once it is
+// back the same server instance — no restart of the function — serves
+// again. The emulator keeps its data in memory, so it comes back empty (a
+// real Firestore outage loses nothing); the test connects again and
+// retries the refused request with its requestId, which creates the space
+// once.
+//
+// The test binary shares one emulator, so this test restarts it before it
+// returns, whatever happens.
+func TestFaultFirestoreOutage(t *testing.T) {
+	e := newTestEnv(t, storeFirestore)
+	if emulator == nil {
+		t.Skip("FIRESTORE_EMULATOR_HOST names an emulator this test cannot stop")
+	}
+	const bound = 2 * time.Second
+	firestoreOf(t, e.srv.store).timeout = bound
+	e.connect()
+	if code, body := e.signed("CreateSpace", spaceRequest("Before the outage", "outage-0")); code != 200 {
+		t.Fatalf("before the outage: got %d: %s", code, body)
+	}
+	pending := newBrowser(t)
+	callback := e.startConsent(pending, aliceEmail) // a consent under way when Firestore goes
+
+	stopped := true
+	if err := emulator.Stop(); err != nil {
+		t.Fatalf("stop the emulator: %v", err)
+	}
+	t.Cleanup(func() {
+		if stopped {
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			defer cancel()
+			if err := emulator.Restart(ctx); err != nil {
+				t.Errorf("restart the emulator: %v", err)
+			}
+		}
+	})
+
+	before := readCounters(e.google)
+	outage := []struct {
+		name string
+		send func() (*http.Response, string)
+	}{
+		{"CreateSpace", func() (*http.Response, string) {
+			return doRequest(t, signedRequest(e, "CreateSpace", spaceRequest("During the outage", "outage-1")))
+		}},
+		{"Disconnect", func() (*http.Response, string) {
+			return doRequest(t, signedRequest(e, "Disconnect", `{"user":"alice@example.com"}`))
+		}},
+		{"OAuthStart", func() (*http.Response, string) {
+			req, _ := http.NewRequest(http.MethodGet, e.base+"/OAuthStart?login_hint=alice%40example.com", nil)
+			req.Header.Set("Accept", "application/json")
+			return doRequest(t, req)
+		}},
+		{"OAuthCallback", func() (*http.Response, string) {
+			req, _ := http.NewRequest(http.MethodGet, callback.String(), nil)
+			req.AddCookie(&http.Cookie{Name: stateCookie, Value: pending.cookies[stateCookie]})
+			req.Header.Set("Accept", "application/json")
+			return doRequest(t, req)
+		}},
+	}
+	for _, tc := range outage {
+		var (
+			resp *http.Response
+			body string
+		)
+		took := timed(func() { resp, body = tc.send() })
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			t.Errorf("%s during the outage: got %d, want 503: %s", tc.name, resp.StatusCode, body)
+			continue
+		}
+		checkJSONBody(t, body, 503, statusUnavailable)
+		if resp.Header.Get("Retry-After") == "" {
+			t.Errorf("%s: 503 without Retry-After", tc.name)
+		}
+		if took > bound+3*time.Second {
+			t.Errorf("%s answered after %v, want within the store's bound of %v", tc.name, took, bound)
+		}
+		if len(resp.Cookies()) > 0 && tc.name == "OAuthStart" {
+			t.Errorf("OAuthStart set a cookie for a state it could not store")
+		}
+		t.Logf("%s during the outage: 503 after %v", tc.name, took.Round(time.Millisecond))
+	}
+	// Nothing was spent upstream: no space made that nobody hears of, no
+	// code redeemed that could then not be stored, nothing revoked.
+	checkUpstream(t, before, readCounters(e.google), 0)
+	if got := spacesWithRequestID(e.google, "outage-1"); len(got) != 0 {
+		t.Errorf("a space was created during the outage: %+v", got)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	down := time.Now()
+	if err := emulator.Restart(ctx); err != nil {
+		t.Fatalf("restart the emulator: %v", err)
+	}
+	stopped = false
+	t.Logf("the emulator was back after %v", time.Since(down).Round(time.Millisecond))
+
+	// The same instance recovers: poll OAuthStart until Firestore answers.
+	back := time.Now()
+	deadline := back.Add(60 * time.Second)
+	for {
+		req, _ := http.NewRequest(http.MethodGet, e.base+"/OAuthStart", nil)
+		req.Header.Set("Accept", "application/json")
+		resp, body := doRequest(t, req)
+		if resp.StatusCode == http.StatusFound {
+			break
+		}
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("OAuthStart after the outage: got %d, want 302 or 503 while reconnecting: %s", resp.StatusCode, body)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the service did not recover within 60 s of Firestore's return")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("the service recovered %v after Firestore's return, with no restart", time.Since(back).Round(time.Millisecond))
+
+	// The emulator came back empty: connect again, then retry the refused
+	// request with its requestId.
+	rec := e.connect()
+	if rec == nil || rec.RefreshToken == "" || rec.Status != tokenActive {
+		t.Fatalf("after the outage: stored record %+v", rec)
+	}
+	code, body := e.signed("CreateSpace", spaceRequest("During the outage", "outage-1"))
+	if code != 200 {
+		t.Fatalf("retry after the outage: got %d: %s", code, body)
+	}
+	if got := spacesWithRequestID(e.google, "outage-1"); len(got) != 1 {
+		t.Errorf("spaces for the retried request: got %d, want 1", len(got))
+	}
+}
+
+// TestFaultFirestoreLostMidCallback stops Firestore while a callback waits
+// for Google's token endpoint: the state is consumed, the code redeemed,
+// and the store write fails. The answer is 503 with Retry-After, and no
+// record — partial or whole — exists for the user afterwards.
+func TestFaultFirestoreLostMidCallback(t *testing.T) {
+	e := newTestEnv(t, storeFirestore)
+	if emulator == nil {
+		t.Skip("FIRESTORE_EMULATOR_HOST names an emulator this test cannot stop")
+	}
+	firestoreOf(t, e.srv.store).timeout = 2 * time.Second
+	b := newBrowser(t)
+	callback := e.startConsent(b, aliceEmail)
+	e.google.SetTokenLatency(time.Second)
+
+	stopped := false
+	t.Cleanup(func() {
+		if stopped {
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			defer cancel()
+			if err := emulator.Restart(ctx); err != nil {
+				t.Errorf("restart the emulator: %v", err)
+			}
+		}
+	})
+	done := make(chan struct{})
+	var (
+		resp *http.Response
+		rerr error
+	)
+	go func() {
+		defer close(done)
+		req, _ := http.NewRequest(http.MethodGet, callback.String(), nil)
+		req.AddCookie(&http.Cookie{Name: stateCookie, Value: b.cookies[stateCookie]})
+		req.Header.Set("Accept", "application/json")
+		resp, rerr = noRedirects.Do(req)
+	}()
+	// Wait until the exchange is under way, then pull Firestore away.
+	for deadline := time.Now().Add(5 * time.Second); e.google.ExchangeCalls() == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the callback never reached the token endpoint")
+		}
+	}
+	stopped = true
+	if err := emulator.Stop(); err != nil {
+		t.Fatalf("stop the emulator: %v", err)
+	}
+	<-done
+	if rerr != nil {
+		t.Fatalf("callback: %v", rerr)
+	}
+	out, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	body := string(out)
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("callback with Firestore gone mid-way: got %d (Retry-After %q), want 503 with Retry-After: %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	if err := emulator.Restart(ctx); err != nil {
+		t.Fatalf("restart the emulator: %v", err)
+	}
+	stopped = false
+	e.google.SetTokenLatency(0)
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		_, err := e.srv.store.getToken(context.Background(), aliceSub)
+		if errors.Is(err, errNotFound) {
+			break
+		}
+		if err == nil {
+			t.Fatal("a record exists for the user whose callback failed")
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the store did not come back: %v", err)
+		}
+	}
+}
+
+// TestFaultSecretManagerColdStart: Secret Manager is unavailable when an
+// instance starts. The first request is 503 with Retry-After, within the
+// secret read's bound, and calls nothing upstream; the instance keeps no
+// failure, so once Secret Manager answers the same request (same
+// requestId) succeeds, creating the space once, with the consent stored
+// before the cold start.
+func TestFaultSecretManagerColdStart(t *testing.T) {
+	e := newTestEnv(t, storeLocal)
+	e.connect()
+	stored := rawTokens(t, e.srv.store)
+	e.srv.close() // the embedded store admits one process: the new instance opens it
+
+	sm, err := fakesecretmanager.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sm.Close)
+	read := func(path string) []byte {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	cfg := e.cfg
+	cfg.ClientSecrets = sm.Put("projects/p/secrets/oauth-client", read(e.cfg.ClientSecrets))
+	cfg.WebhookSecrets = sm.Put("projects/p/secrets/webhook", read(e.cfg.WebhookSecrets))
+	cfg.TokenKeyset = sm.Put("projects/p/secrets/keyset", read(e.cfg.TokenKeyset))
+
+	old := defaultInstance.build
+	defaultInstance.srv.Store(nil)
+	defaultInstance.build = func(ctx context.Context) (*server, error) {
+		s, err := newServer(ctx, cfg, serverOptions{secretManager: sm.ClientOptions(), secretWait: time.Second,
+			now: e.clock.Now, logger: newLogger(e.logs), certsClient: e.google.HTTPClient()})
+		if err == nil {
+			s.store = spyStore{s.store}
+		}
+		return s, err
+	}
+	t.Cleanup(func() {
+		defaultInstance.build = old
+		if s := defaultInstance.srv.Swap(nil); s != nil {
+			s.close()
+		}
+	})
+
+	sm.SetUnavailable(true)
+	body := spaceRequest("Cold start", "cold-start-1")
+	before := readCounters(e.google)
+	var (
+		resp *http.Response
+		out  string
+	)
+	took := timed(func() { resp, out = doRequest(t, signedRequest(e, "CreateSpace", body)) })
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("cold start with Secret Manager down: got %d (Retry-After %q), want 503 with Retry-After: %s", resp.StatusCode, resp.Header.Get("Retry-After"), out)
+	}
+	checkJSONBody(t, out, 503, statusUnavailable)
+	if took > 5*time.Second {
+		t.Errorf("the 503 took %v, want about the secret read's bound (1 s)", took)
+	}
+	checkUpstream(t, before, readCounters(e.google), 0)
+	t.Logf("cold start with Secret Manager down: 503 after %v", took.Round(time.Millisecond))
+
+	sm.SetUnavailable(false)
+	resp, out = doRequest(t, signedRequest(e, "CreateSpace", body))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("after Secret Manager recovered: got %d, want 200 (the instance kept its failure): %s", resp.StatusCode, out)
+	}
+	if got := spacesWithRequestID(e.google, "cold-start-1"); len(got) != 1 {
+		t.Errorf("spaces for the request: got %d, want 1", len(got))
+	}
+	s := defaultInstance.srv.Load()
+	if diff := cmp.Diff(stored, rawTokens(t, s.store)); diff != "" {
+		t.Errorf("the stored consent changed (-before +after):\n%s", diff)
+	}
+}
+
+// TestFaultTokenEndpoint: Google's token endpoint fails, then hangs, while
+// an expired access token is refreshed. A failure is 502 and keeps the
+// record as it was (still active, the refresh token kept); a hang is 504
+// at the request's deadline, and the refresh, which outlives the request,
+// still lands, so the next request needs no refresh of its own.
+func TestFaultTokenEndpoint(t *testing.T) {
+	e := newTestEnv(t, storeFirestore)
+	e.connect()
+	e.clock.Advance(2 * time.Hour) // the stored access token is now expired
+	stored := rawTokens(t, e.srv.store)
+
+	t.Run("failing", func(t *testing.T) {
+		e.google.FailTokenEndpoint(503, "backend_error", 1)
+		before := readCounters(e.google)
+		code, body := e.signed("CreateSpace", spaceRequest("Token endpoint down", "token-1"))
+		if code != 502 {
+			t.Fatalf("got %d, want 502: %s", code, body)
+		}
+		checkJSONBody(t, body, 502, statusUpstreamError)
+		checkUpstream(t, before, readCounters(e.google), mayRefresh)
+		if diff := cmp.Diff(stored, rawTokens(t, e.srv.store)); diff != "" {
+			t.Errorf("a failed refresh changed the record (-before +after):\n%s", diff)
+		}
+	})
+
+	t.Run("hanging", func(t *testing.T) {
+		e.srv.chatDeadline = time.Second
+		defer func() { e.srv.chatDeadline = 30 * time.Second }()
+		e.google.SetTokenLatency(3 * time.Second)
+		defer e.google.SetTokenLatency(0)
+		refreshes := e.google.RefreshCalls(aliceSub)
+		var (
+			code int
+			body string
+		)
+		took := timed(func() { code, body = e.signed("CreateSpace", spaceRequest("Token endpoint slow", "token-2")) })
+		if code != 504 {
+			t.Fatalf("got %d, want 504: %s", code, body)
+		}
+		checkJSONBody(t, body, 504, statusDeadlineExceeded)
+		if took > 2*time.Second {
+			t.Errorf("answered after %v, want at the 1 s deadline", took)
+		}
+		// The refresh goes on without the request and saves its token.
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			if rec := e.storedToken(aliceSub); rec.Expiry.After(e.clock.Now()) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the refresh begun by the abandoned request was never saved")
+			}
+		}
+		e.google.SetTokenLatency(0)
+		if code, body := e.signed("CreateSpace", spaceRequest("Token endpoint slow", "token-2")); code != 200 {
+			t.Fatalf("retry: got %d: %s", code, body)
+		}
+		if got := e.google.RefreshCalls(aliceSub) - refreshes; got != 1 {
+			t.Errorf("refreshes: got %d, want 1 (the retry reuses the saved token)", got)
+		}
+		if got := spacesWithRequestID(e.google, "token-2"); len(got) != 1 {
+			t.Errorf("spaces for the request: got %d, want 1", len(got))
+		}
+	})
+
+	t.Run("hanging at the code exchange", func(t *testing.T) {
+		// The exchange is bounded by the HTTP client's timeout (30 s
+		// deployed); the test shortens it.
+		e.restart(func(o *serverOptions) {
+			o.httpClient = newHTTPClient()
+			o.httpClient.Timeout = time.Second
+		})
+		e.google.SetTokenLatency(3 * time.Second)
+		defer e.google.SetTokenLatency(0)
+		stored := rawTokens(t, e.srv.store)
+		b := newBrowser(t)
+		cb := e.startConsent(b, aliceEmail)
+		b.header.Set("Accept", "application/json")
+		var (
+			resp *http.Response
+			body string
+		)
+		took := timed(func() { resp, body = b.get(cb.String()) })
+		if resp.StatusCode != 504 {
+			t.Fatalf("got %d, want 504: %s", resp.StatusCode, body)
+		}
+		checkJSONBody(t, body, 504, statusDeadlineExceeded)
+		if took > 2500*time.Millisecond {
+			t.Errorf("answered after %v, want at the 1 s client timeout", took)
+		}
+		if diff := cmp.Diff(stored, rawTokens(t, e.srv.store)); diff != "" {
+			t.Errorf("a failed exchange changed the stored tokens (-before +after):\n%s", diff)
+		}
+	})
+}
+
+// TestFaultChatHang: the Chat API hangs. The answer is 504 at the
+// request's deadline; the fake abandons the call with the client, so no
+// space exists, and a retry with the same requestId creates it once.
+func TestFaultChatHang(t *testing.T) {
+	e := newTestEnv(t, storeFirestore)
+	rec := e.connect()
+	e.srv.chatDeadline = time.Second
+	e.google.SetChatLatency(5 * time.Second)
+	var (
+		code int
+		body string
+	)
+	took := timed(func() { code, body = e.signed("CreateSpace", spaceRequest("Chat hangs", "hang-1")) })
+	if code != 504 {
+		t.Fatalf("got %d, want 504: %s", code, body)
+	}
+	checkJSONBody(t, body, 504, statusDeadlineExceeded)
+	if took > 2*time.Second {
+		t.Errorf("answered after %v, want at the 1 s deadline", took)
+	}
+	e.google.SetChatLatency(0)
+	e.srv.chatDeadline = 30 * time.Second
+	if code, body := e.signed("CreateSpace", spaceRequest("Chat hangs", "hang-1")); code != 200 {
+		t.Fatalf("retry: got %d: %s", code, body)
+	}
+	if got := spacesWithRequestID(e.google, "hang-1"); len(got) != 1 {
+		t.Errorf("spaces for the request: got %d, want 1", len(got))
+	}
+	if after := e.storedToken(aliceSub); after.AccessToken != rec.AccessToken || after.RefreshToken != rec.RefreshToken {
+		t.Error("the stored tokens changed")
+	}
+}
+
+// chatProxy sits between chatauth and fake Chat. Once the fake has
+// answered (the space exists), it can drop the answer — the connection is
+// cut, as when an instance dies — or hold it back past the caller's
+// patience.
+type chatProxy struct {
+	*httptest.Server
+	target atomic.Pointer[url.URL]
+	drop   atomic.Int32 // answers to cut
+	hold   atomic.Int64 // nanoseconds to hold each answer
+}
+
+func newChatProxy(t *testing.T) *chatProxy {
+	p := &chatProxy{}
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) { r.SetURL(p.target.Load()) },
+		ModifyResponse: func(resp *http.Response) error {
+			if p.drop.Add(-1) >= 0 {
+				return errDropAnswer
+			}
+			if d := time.Duration(p.hold.Load()); d > 0 {
+				select {
+				case <-time.After(d):
+				case <-resp.Request.Context().Done():
+				}
+			}
+			return nil
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if conn, _, herr := http.NewResponseController(w).Hijack(); herr == nil {
+				conn.Close()
+				return
+			}
+			w.WriteHeader(http.StatusBadGateway)
+		},
+	}
+	p.Server = httptest.NewServer(rp)
+	t.Cleanup(p.Close)
+	return p
+}
+
+var errDropAnswer = errors.New("answer dropped")
+
+// TestFaultKilledAfterCreate: Chat creates the space, and its answer never
+// reaches the caller — the connection to Chat is cut, or the caller gives
+// up (the instance is killed) before chatauth answers. A retry with the
+// same requestId returns the same space, and only one exists.
+func TestFaultKilledAfterCreate(t *testing.T) {
+	proxy := newChatProxy(t)
+	e := newTestEnv(t, storeFirestore, func(c *Config) { c.ChatEndpoint = proxy.URL + "/" })
+	target, _ := url.Parse(e.google.URL())
+	proxy.target.Store(target)
+	e.connect()
+
+	t.Run("answer lost on the way from Chat", func(t *testing.T) {
+		proxy.drop.Store(1)
+		code, body := e.signed("CreateSpace", spaceRequest("Lost answer", "killed-1"))
+		if code != 502 {
+			t.Fatalf("got %d, want 502: %s", code, body)
+		}
+		checkJSONBody(t, body, 502, statusUpstreamError)
+		if !strings.Contains(body, "same requestId") {
+			t.Errorf("the answer does not say to retry with the same requestId: %s", body)
+		}
+		created := spacesWithRequestID(e.google, "killed-1")
+		if len(created) != 1 {
+			t.Fatalf("Chat holds %d spaces for the request, want 1 (created, answer lost)", len(created))
+		}
+		code, body = e.signed("CreateSpace", spaceRequest("Lost answer", "killed-1"))
+		if code != 200 {
+			t.Fatalf("retry: got %d: %s", code, body)
+		}
+		if got := decodeSpace(t, body).Name; got != created[0].Name {
+			t.Errorf("retry answered %s, want the space already created, %s", got, created[0].Name)
+		}
+		if got := spacesWithRequestID(e.google, "killed-1"); len(got) != 1 {
+			t.Errorf("spaces after the retry: got %d, want 1", len(got))
+		}
+	})
+
+	t.Run("caller gives up before chatauth answers", func(t *testing.T) {
+		proxy.hold.Store(int64(2 * time.Second))
+		req := signedRequest(e, "CreateSpace", spaceRequest("Killed instance", "killed-2"))
+		impatient := &http.Client{Timeout: 500 * time.Millisecond}
+		if resp, err := impatient.Do(req); err == nil {
+			resp.Body.Close()
+			t.Fatalf("got an answer (%d), want the caller to give up first", resp.StatusCode)
+		}
+		proxy.hold.Store(0)
+		for deadline := time.Now().Add(5 * time.Second); len(spacesWithRequestID(e.google, "killed-2")) == 0; time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("Chat never created the space")
+			}
+		}
+		created := spacesWithRequestID(e.google, "killed-2")
+		code, body := e.signed("CreateSpace", spaceRequest("Killed instance", "killed-2"))
+		if code != 200 {
+			t.Fatalf("retry: got %d: %s", code, body)
+		}
+		if got := decodeSpace(t, body).Name; got != created[0].Name {
+			t.Errorf("retry answered %s, want the space already created, %s", got, created[0].Name)
+		}
+		if got := spacesWithRequestID(e.google, "killed-2"); len(got) != 1 {
+			t.Errorf("spaces after the retry: got %d, want 1", len(got))
+		}
+	})
+}
+
+// signedRequest is a correctly signed POST of body to function.
+func signedRequest(e *testEnv, function, body string) *http.Request {
+	req, err := http.NewRequest(http.MethodPost, e.base+"/"+function, strings.NewReader(body))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	sig := signBody(testWebhookSecret, e.clock.Now(), []byte(body))
+	sensitive.add(sig)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Signature", sig)
+	return req
+}
+
+// doRequest sends req and returns the response with its body read.
+func doRequest(t *testing.T, req *http.Request) (*http.Response, string) {
+	t.Helper()
+	resp, err := noRedirects.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read the answer: %v", err)
+	}
+	return resp, string(b)
+}
