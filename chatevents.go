@@ -715,7 +715,7 @@ func (s *server) chatCreate(ctx context.Context, ev *chatEvent, actor *chatUser,
 	if err := req.validate(); err != nil {
 		return s.chatFailure(ctx, ev, actor, name, err)
 	}
-	rec, err := s.lookupUser(ctx, actor.Name)
+	rec, err := s.lookupUser(ctx, actor.Name, actor.Email)
 	if err != nil {
 		return s.chatFailure(ctx, ev, actor, name, err)
 	}

@@ -34,6 +34,13 @@ type Config struct {
 	ChatAudienceType  string   // CHAT_AUDIENCE_TYPE: ENDPOINT_URL or PROJECT_NUMBER; empty: ChatEvents is off
 	ChatAudience      string   // CHAT_AUDIENCE: the ChatEvents URL, or the project number, as set in the Chat app's configuration
 	Deployed          bool     // K_SERVICE is set: running on Cloud Functions / Cloud Run
+
+	// Domain-wide delegation (delegation.go).
+	CredentialSource       string   // CREDENTIAL_SOURCE: consent (default), delegation, consent_then_delegation or delegation_then_consent
+	DelegatedDomains       []string // DELEGATED_DOMAINS: the Workspace domains whose users delegation may act for, lowercase
+	DelegationAccount      string   // DELEGATION_SERVICE_ACCOUNT: keyless delegation's service account (the function's own), lowercase
+	DelegationKey          string   // DELEGATION_KEY: secret reference to a service account's JSON key, instead of keyless
+	IAMCredentialsEndpoint string   // IAM_CREDENTIALS_ENDPOINT: IAM Credentials API base URL; empty means Google's
 }
 
 // Google's token revocation endpoint.
@@ -62,6 +69,12 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		ChatAudienceType:  strings.ToUpper(get("CHAT_AUDIENCE_TYPE")),
 		ChatAudience:      get("CHAT_AUDIENCE"),
 		Deployed:          get("K_SERVICE") != "",
+
+		CredentialSource:       strings.ToLower(get("CREDENTIAL_SOURCE")),
+		DelegatedDomains:       splitList(strings.ToLower(get("DELEGATED_DOMAINS"))),
+		DelegationAccount:      strings.ToLower(get("DELEGATION_SERVICE_ACCOUNT")),
+		DelegationKey:          get("DELEGATION_KEY"),
+		IAMCredentialsEndpoint: strings.TrimRight(get("IAM_CREDENTIALS_ENDPOINT"), "/"),
 	}
 	if c.Store == "" {
 		c.Store = storeFirestore
@@ -74,6 +87,9 @@ func loadConfig(getenv func(string) string) (Config, error) {
 	}
 	if c.DataDir == "" {
 		c.DataDir = ".chatauth"
+	}
+	if c.CredentialSource == "" {
+		c.CredentialSource = credentialConsent
 	}
 
 	var missing, invalid []string
@@ -121,6 +137,7 @@ func loadConfig(getenv func(string) string) (Config, error) {
 	}
 
 	invalid = append(invalid, checkChatAudience(c.ChatAudienceType, c.ChatAudience)...)
+	invalid = append(invalid, checkDelegation(&c)...)
 
 	var errs []string
 	if len(missing) > 0 {

@@ -98,6 +98,7 @@ type server struct {
 	refreshes      singleflight.Group // one refresh per user at a time on this instance
 	chatAuth       *chatAuth          // verifies Google Chat's requests; nil: ChatEvents is off
 	tickets        tink.AEAD          // seals the tickets of Chat's consent prompts (the token keyset)
+	delegation     *delegator         // domain-wide delegation; nil: CREDENTIAL_SOURCE=consent
 }
 
 // serverOptions are the dependencies a test (or cmd/local) may replace.
@@ -108,6 +109,7 @@ type serverOptions struct {
 	kms           []option.ClientOption // Cloud KMS client options, for a wrapped TOKEN_KEYSET
 	httpClient    *http.Client
 	certsClient   *http.Client  // fetches Google's ID-token keys; default httpClient
+	iamClient     *http.Client  // calls the IAM Credentials API for keyless delegation; default: Application Default Credentials
 	chatDeadline  time.Duration // default 30 s
 	now           func() time.Time
 	logger        *slog.Logger
@@ -140,7 +142,7 @@ func newServer(ctx context.Context, cfg Config, o serverOptions) (*server, error
 		}
 	}()
 
-	var clientJSON, webhookSecrets, keyset []byte
+	var clientJSON, webhookSecrets, keyset, delegationKey []byte
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() (err error) {
 		clientJSON, err = s.secrets.read(gctx, cfg.ClientSecrets)
@@ -153,6 +155,12 @@ func newServer(ctx context.Context, cfg Config, o serverOptions) (*server, error
 	if cfg.WebhookSecrets != "" {
 		g.Go(func() (err error) {
 			webhookSecrets, err = s.secrets.read(gctx, cfg.WebhookSecrets)
+			return err
+		})
+	}
+	if cfg.DelegationKey != "" {
+		g.Go(func() (err error) {
+			delegationKey, err = s.secrets.read(gctx, cfg.DelegationKey)
 			return err
 		})
 	}
@@ -183,6 +191,9 @@ func newServer(ctx context.Context, cfg Config, o serverOptions) (*server, error
 		},
 		RedirectURL: cfg.RedirectURL,
 		Scopes:      consentScopes,
+	}
+	if s.delegation, err = newDelegator(ctx, cfg, delegationKey, s.client.TokenURI, o); err != nil {
+		return nil, err
 	}
 	if s.callers, err = newCallerAuth(ctx, s.webhookSecrets, cfg.AllowedAudiences, cfg.TrustedCallers, o.certsClient, o.now); err != nil {
 		return nil, err

@@ -65,7 +65,7 @@ func (s *server) handleCreateSpace(w http.ResponseWriter, r *http.Request) error
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.chatDeadline)
 	defer cancel()
-	rec, err := s.lookupUser(ctx, req.User)
+	p, err := s.lookupUser(ctx, req.User, "")
 	if err != nil {
 		return err
 	}
@@ -76,11 +76,11 @@ func (s *server) handleCreateSpace(w http.ResponseWriter, r *http.Request) error
 		rand.Read(b)
 		req.RequestID = "chatauth-" + hex.EncodeToString(b)
 	}
-	space, err := s.createSpace(ctx, rec, &req)
+	space, err := s.createSpace(ctx, p, &req)
 	if err != nil {
 		return err
 	}
-	loggerFrom(ctx).Info("space created", "sub", rec.Sub, "space", space.Name, "caller", c.method)
+	loggerFrom(ctx).Info("space created", "sub", p.Sub, "via", p.via, "space", space.Name, "caller", c.method)
 	writeJSON(w, http.StatusOK, space)
 	return nil
 }
@@ -303,23 +303,24 @@ func hasControl(s string) bool {
 }
 
 // createSpace calls spaces.create, or spaces.setup when there are
-// members, as the user. A 401 from Chat (a token revoked or expired early)
-// forces one refresh and one more try.
-func (s *server) createSpace(ctx context.Context, rec *tokenRecord, q *createSpaceRequest) (*chat.Space, error) {
-	token, err := s.accessToken(ctx, rec, false)
+// members, as the user, with the access token p's credentials give. A 401
+// from Chat (a token revoked or expired early) forces one new token and one
+// more try.
+func (s *server) createSpace(ctx context.Context, p *principal, q *createSpaceRequest) (*chat.Space, error) {
+	token, err := p.creds.accessToken(ctx, false)
 	if err != nil {
 		return nil, err
 	}
 	space, err := s.callChat(ctx, token, q)
 	var ge *googleapi.Error
 	if errors.As(err, &ge) && ge.Code == http.StatusUnauthorized {
-		if token, err = s.accessToken(ctx, rec, true); err != nil {
+		if token, err = p.creds.accessToken(ctx, true); err != nil {
 			return nil, err
 		}
 		space, err = s.callChat(ctx, token, q)
 	}
 	if err != nil {
-		return nil, s.chatError(rec, err)
+		return nil, s.chatError(p, err)
 	}
 	return space, nil
 }
@@ -401,7 +402,7 @@ func memberName(m string) string {
 
 // chatError maps a failed Chat call to DESIGN.md's statuses. A 403 is a
 // permission problem, not a revocation: the token is kept.
-func (s *server) chatError(rec *tokenRecord, err error) error {
+func (s *server) chatError(p *principal, err error) error {
 	var ge *googleapi.Error
 	if !errors.As(err, &ge) {
 		if errors.Is(err, context.DeadlineExceeded) {
@@ -414,12 +415,15 @@ func (s *server) chatError(rec *tokenRecord, err error) error {
 	switch {
 	case ge.Code == http.StatusBadRequest:
 		return wrapError(statusInvalidArgument, cause, "the Chat API refused the request: %s", msg)
+	case p.via == credentialDelegation && (ge.Code == http.StatusUnauthorized || ge.Code == http.StatusForbidden && hasReason(ge, "ACCESS_TOKEN_SCOPE_INSUFFICIENT")):
+		// A new consent would not help a delegated user.
+		return wrapError(statusUpstreamError, cause, "the Chat API refused the delegated access token for %s; try again", p.Email)
 	case ge.Code == http.StatusUnauthorized:
-		return s.notAuthorized("users/"+rec.Sub, rec.Email, cause)
+		return s.notAuthorized("users/"+p.Sub, p.Email, cause)
 	case ge.Code == http.StatusForbidden && hasReason(ge, "ACCESS_TOKEN_SCOPE_INSUFFICIENT"):
-		return s.notAuthorized("users/"+rec.Sub, rec.Email, cause)
+		return s.notAuthorized("users/"+p.Sub, p.Email, cause)
 	case ge.Code == http.StatusForbidden:
-		return wrapError(statusPermissionDenied, cause, "the Chat API refused %s permission: %s", rec.Email, msg)
+		return wrapError(statusPermissionDenied, cause, "the Chat API refused %s permission: %s", p.Email, msg)
 	case ge.Code == http.StatusNotFound && strings.Contains(strings.ToLower(msg), "chat app not found"):
 		return wrapError(statusUpstreamError, cause, "the Chat API answered \"Chat app not found\": enable the Google Chat API and configure a Chat app (APIs & Services → Google Chat API → Configuration) in the function's Google Cloud project")
 	case ge.Code == http.StatusNotFound:

@@ -17,9 +17,10 @@ const expiryMargin = time.Minute
 // errUserUnknown marks a user with no stored consent.
 var errUserUnknown = errors.New("no stored consent")
 
-// lookupUser finds the stored consent of a user named as "users/{id}" or
-// as an email. It is the one store read of a warm request.
-func (s *server) lookupUser(ctx context.Context, user string) (*tokenRecord, error) {
+// lookupConsent finds the stored consent of a user named as "users/{id}"
+// or as an email. It is the one store read of a warm request. (lookupUser,
+// in delegation.go, decides whether consent or delegation serves a user.)
+func (s *server) lookupConsent(ctx context.Context, user string) (*tokenRecord, error) {
 	rec, err := s.findRecord(ctx, user)
 	var tde *tokenDecryptError
 	switch {
