@@ -62,6 +62,10 @@ type chatState struct {
 	// zero value means a configured app.
 	chatAppMissing bool
 	chatCalls      map[string]int
+
+	// spaceByDisplayName indexes the SPACEs by display name, so that the
+	// uniqueness check stays O(1) when a load test creates many thousands.
+	spaceByDisplayName map[string]*spaceRecord
 }
 
 func newChatState() chatState {
@@ -69,6 +73,8 @@ func newChatState() chatState {
 		spaceByName: map[string]*spaceRecord{},
 		requestIDs:  map[string]*spaceRecord{},
 		chatCalls:   map[string]int{},
+
+		spaceByDisplayName: map[string]*spaceRecord{},
 	}
 }
 
@@ -478,13 +484,9 @@ func (s *Server) createSpace(grant *accessGrant, token string, in *spaceJSON, me
 			}
 		}
 	}
-	if spaceType == "SPACE" {
-		for _, rec := range s.spaces {
-			if rec.SpaceType == "SPACE" && rec.DisplayName == displayName {
-				return spaceJSON{}, &apiError{code: http.StatusConflict,
-					message: "A space with the same display name already exists. Try a different display name."}
-			}
-		}
+	if spaceType == "SPACE" && s.spaceByDisplayName[displayName] != nil {
+		return spaceJSON{}, &apiError{code: http.StatusConflict,
+			message: "A space with the same display name already exists. Try a different display name."}
 	}
 
 	now := s.now().UTC()
@@ -548,6 +550,9 @@ func (s *Server) createSpace(grant *accessGrant, token string, in *spaceJSON, me
 	}
 	s.spaces = append(s.spaces, rec)
 	s.spaceByName[rec.Name] = rec
+	if spaceType == "SPACE" {
+		s.spaceByDisplayName[displayName] = rec
+	}
 	if requestID != "" {
 		s.requestIDs[requestID] = rec
 	}
