@@ -16,7 +16,9 @@ import (
 	secretmanager "cloud.google.com/go/secretmanager/apiv1"
 	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
 	"google.golang.org/api/option"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 )
 
@@ -88,12 +90,38 @@ func (r *secretReader) smClient(ctx context.Context) (*secretmanager.Client, err
 	if r.client != nil {
 		return r.client, nil
 	}
-	c, err := secretmanager.NewClient(context.WithoutCancel(ctx), r.opts...)
+	c, err := secretmanager.NewClient(context.WithoutCancel(ctx), r.clientOptions()...)
 	if err != nil {
 		return nil, fmt.Errorf("secrets: new Secret Manager client: %w (%w)", err, errSecretsUnavailable)
 	}
 	r.client = c
 	return c, nil
+}
+
+// secretManagerEmulatorEnv names a Secret Manager emulator (host:port) to
+// read secrets from instead of Google's service, over plaintext gRPC and
+// without credentials: the counterpart of FIRESTORE_EMULATOR_HOST, which
+// the Firestore client honours, for tests and offline runs (cmd/coldstart
+// points it at internal/fakesecretmanager). Never set it when deployed.
+const secretManagerEmulatorEnv = "SECRETMANAGER_EMULATOR_HOST"
+
+// clientOptions are the options given to the reader, or, when there are
+// none, those that point the client at SECRETMANAGER_EMULATOR_HOST if it is
+// set. It is read here, like the Firestore client reads its variable, so
+// that the choice is made with the client, once per instance.
+func (r *secretReader) clientOptions() []option.ClientOption {
+	if len(r.opts) > 0 {
+		return r.opts
+	}
+	host := os.Getenv(secretManagerEmulatorEnv)
+	if host == "" {
+		return nil
+	}
+	return []option.ClientOption{
+		option.WithEndpoint(host),
+		option.WithoutAuthentication(),
+		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())),
+	}
 }
 
 func (r *secretReader) close() error {
