@@ -284,13 +284,16 @@ func (s *server) callbackRefused(w http.ResponseWriter, r *http.Request, q url.V
 		}
 		return e
 	}
-	if !oauthErrorCode.MatchString(code) {
+	if len(code) > 64 || !oauthErrorCode.MatchString(code) {
 		code = "unknown"
 	}
 	return errorf(statusInvalidArgument, "Google refused the sign-in request (%s); the operator should check the OAuth client's configuration", code)
 }
 
-var oauthErrorCode = regexp.MustCompile(`^[a-z_]{1,64}$`)
+// oauthErrorCode bounds no length: a counted repetition ({1,64}) costs
+// 0.6 ms of regexp compilation at every cold start (BENCHMARKS.md), so the
+// caller checks the length itself.
+var oauthErrorCode = regexp.MustCompile(`^[a-z_]+$`)
 
 // exchangeError maps a failed code exchange. The token endpoint's body is
 // not logged: only its status and error code.

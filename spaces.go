@@ -45,8 +45,11 @@ type createSpaceRequest struct {
 }
 
 var (
-	userIDPattern    = regexp.MustCompile(`^users/[0-9]{1,64}$`)
-	requestIDPattern = regexp.MustCompile(`^[A-Za-z0-9._:~-]{1,128}$`)
+	userIDPattern = regexp.MustCompile(`^users/[0-9]{1,64}$`)
+	// requestIDPattern bounds no length: a counted repetition ({1,128})
+	// costs 1.5 ms of regexp compilation at every cold start (BENCHMARKS.md),
+	// so validate checks the length itself.
+	requestIDPattern = regexp.MustCompile(`^[A-Za-z0-9._:~-]+$`)
 )
 
 // handleCreateSpace serves POST /CreateSpace: it authenticates the caller,
@@ -285,7 +288,7 @@ func (q *createSpaceRequest) validate() error {
 			seen[key] = true
 		}
 	}
-	if q.RequestID != "" && !requestIDPattern.MatchString(q.RequestID) {
+	if q.RequestID != "" && (len(q.RequestID) > 128 || !requestIDPattern.MatchString(q.RequestID)) {
 		return bad(`"requestId" must be 1 to 128 characters of letters, digits and . _ : ~ -`)
 	}
 	return nil

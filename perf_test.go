@@ -1,0 +1,249 @@
+package chatauth
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chatauth/chatauth/internal/fakegoogle"
+)
+
+// These tests hold the round-trip budget of issue 8 as counts, never as
+// times: a warm CreateSpace makes one Chat call, no token call and at most
+// one store read; an expired token is refreshed once per user however many
+// requests want it at once. The timings are in BENCHMARKS.md.
+
+// countingStore counts the store operations that read: getToken,
+// tokenByEmail and the transactional read of updateToken.
+type countingStore struct {
+	tokenStore
+	reads, updates atomic.Int64
+}
+
+func (c *countingStore) getToken(ctx context.Context, sub string) (*tokenRecord, error) {
+	c.reads.Add(1)
+	return c.tokenStore.getToken(ctx, sub)
+}
+
+func (c *countingStore) tokenByEmail(ctx context.Context, email string) (*tokenRecord, error) {
+	c.reads.Add(1)
+	return c.tokenStore.tokenByEmail(ctx, email)
+}
+
+func (c *countingStore) updateToken(ctx context.Context, sub string, fn func(cur *tokenRecord) (*tokenRecord, error)) error {
+	c.reads.Add(1)
+	c.updates.Add(1)
+	return c.tokenStore.updateToken(ctx, sub, fn)
+}
+
+// perfEnv is a server on one store with a fake Google, its store wrapped
+// in a countingStore, and the CreateSpace handler as the Functions
+// Framework would call it.
+type perfEnv struct {
+	srv    *server
+	google *fakegoogle.Server
+	store  *countingStore
+	clock  *testClock
+	create http.HandlerFunc
+}
+
+func newPerfEnv(t testing.TB, kind string) *perfEnv {
+	t.Helper()
+	if kind == storeFirestore {
+		needFirestore(t)
+	}
+	clock := &testClock{}
+	g, err := fakegoogle.New(fakegoogle.Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "client.json"), g.ClientJSON("web"))
+	writeFile(t, filepath.Join(dir, "webhook"), []byte(testWebhookSecret))
+	writeFile(t, filepath.Join(dir, "keyset.json"), testKeyset(t))
+	cfg := Config{
+		Project:           testProject,
+		ClientSecrets:     filepath.Join(dir, "client.json"),
+		WebhookSecrets:    filepath.Join(dir, "webhook"),
+		TokenKeyset:       filepath.Join(dir, "keyset.json"),
+		RedirectURL:       "http://localhost/OAuthCallback",
+		PublicURL:         "http://localhost",
+		Store:             kind,
+		DataDir:           filepath.Join(dir, "data"),
+		FirestoreDatabase: "(default)",
+		ChatEndpoint:      g.ChatEndpoint(),
+		RevokeURL:         g.RevokeURL(),
+	}
+	s, err := newServer(context.Background(), cfg, serverOptions{now: clock.Now, logger: newLogger(io.Discard)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.close() })
+	cs := &countingStore{tokenStore: s.store}
+	s.store = cs
+	inst := &instance{log: s.log}
+	inst.srv.Store(s)
+	e := &perfEnv{srv: s, google: g, store: cs, clock: clock}
+	for _, f := range registered {
+		if f.name == "CreateSpace" {
+			e.create = inst.handler(f)
+		}
+	}
+	return e
+}
+
+// seed stores a consent for user n, with an access token that expires at
+// expiry by the server's clock.
+func (e *perfEnv) seed(t testing.TB, n int, expiry time.Time) (sub, email string) {
+	t.Helper()
+	sub, email = fmt.Sprintf("9%020d", n), fmt.Sprintf("perf%d@example.com", n)
+	access, refresh := e.google.IssueTokens(sub, scopeChatCreate)
+	now := e.clock.Now()
+	rec := &tokenRecord{Sub: sub, Email: email, AccessToken: access, RefreshToken: refresh, Expiry: expiry,
+		Scopes: []string{scopeChatCreate}, Status: tokenActive, CreatedAt: now, UpdatedAt: now}
+	err := e.srv.store.updateToken(context.Background(), sub, func(*tokenRecord) (*tokenRecord, error) { return rec, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sub, email
+}
+
+// post sends one signed CreateSpace and returns the status and body.
+func (e *perfEnv) post(user, displayName string) (int, string) {
+	body := []byte(`{"user":"` + user + `","displayName":"` + displayName + `"}`)
+	req := httptest.NewRequest(http.MethodPost, "/CreateSpace", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Signature", signBody(testWebhookSecret, e.clock.Now(), body))
+	w := httptest.NewRecorder()
+	e.create(w, req)
+	return w.Code, w.Body.String()
+}
+
+// TestWarmCreateSpaceRoundTrips: a warm CreateSpace for a user whose
+// access token is valid makes exactly one Chat call, no token-endpoint
+// call, exactly one store read and no store write, whether the user is
+// named by id or by email, on both stores.
+func TestWarmCreateSpaceRoundTrips(t *testing.T) {
+	for _, kind := range storeKinds {
+		t.Run(kind, func(t *testing.T) {
+			e := newPerfEnv(t, kind)
+			sub, email := e.seed(t, 1, e.clock.Now().Add(time.Hour))
+			for _, user := range []string{"users/" + sub, email} {
+				for i := range 5 {
+					chat0, token0 := e.google.TotalChatCalls(), e.google.TokenCalls()
+					reads0, updates0 := e.store.reads.Load(), e.store.updates.Load()
+					if code, body := e.post(user, fmt.Sprintf("Warm %s %d", user, i)); code != http.StatusOK {
+						t.Fatalf("%s: got %d: %s", user, code, body)
+					}
+					if got := e.google.TotalChatCalls() - chat0; got != 1 {
+						t.Errorf("%s: Chat calls: got %d, want 1", user, got)
+					}
+					if got := e.google.TokenCalls() - token0; got != 0 {
+						t.Errorf("%s: token calls: got %d, want 0", user, got)
+					}
+					if got := e.store.reads.Load() - reads0; got != 1 {
+						t.Errorf("%s: store reads: got %d, want 1", user, got)
+					}
+					if got := e.store.updates.Load() - updates0; got != 0 {
+						t.Errorf("%s: store updates: got %d, want 0", user, got)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestRefreshOncePerExpiredUser: 32 concurrent CreateSpace calls for each
+// of several users whose access tokens have expired make exactly one
+// refresh per user, and every call succeeds.
+func TestRefreshOncePerExpiredUser(t *testing.T) {
+	const users, perUser = 3, 32
+	for _, kind := range storeKinds {
+		t.Run(kind, func(t *testing.T) {
+			e := newPerfEnv(t, kind)
+			var subs []string
+			for n := range users {
+				sub, _ := e.seed(t, n+1, e.clock.Now().Add(-time.Minute))
+				subs = append(subs, sub)
+			}
+			// A slow token endpoint keeps each refresh in flight while
+			// the other calls for its user arrive.
+			e.google.SetTokenLatency(50 * time.Millisecond)
+			var wg sync.WaitGroup
+			codes := make([]int, users*perUser)
+			start := make(chan struct{})
+			for i := range codes {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					<-start
+					codes[i], _ = e.post("users/"+subs[i%users], fmt.Sprintf("Expired %d", i))
+				}()
+			}
+			close(start)
+			wg.Wait()
+			for i, c := range codes {
+				if c != http.StatusOK {
+					t.Errorf("call %d: got %d, want 200", i, c)
+				}
+			}
+			for _, sub := range subs {
+				if got := e.google.RefreshCalls(sub); got != 1 {
+					t.Errorf("refreshes of %s: got %d, want exactly 1", sub, got)
+				}
+			}
+			if got := e.google.TotalChatCalls(); got != users*perUser {
+				t.Errorf("Chat calls: got %d, want %d", got, users*perUser)
+			}
+		})
+	}
+}
+
+// TestRequestIDBound: requestId is 1 to 128 characters of its alphabet;
+// the length is checked outside the regular expression (see
+// requestIDPattern).
+func TestRequestIDBound(t *testing.T) {
+	for _, tc := range []struct {
+		id string
+		ok bool
+	}{
+		{strings.Repeat("a", 128), true},
+		{"form-response.8f2c:1~x_y", true},
+		{strings.Repeat("a", 129), false},
+		{"a b", false},
+		{"é", false},
+	} {
+		q := &createSpaceRequest{User: "users/1", DisplayName: "x", RequestID: tc.id}
+		if err := q.validate(); (err == nil) != tc.ok {
+			t.Errorf("requestId of %d bytes %.10q: got error %v, want ok=%v", len(tc.id), tc.id, err, tc.ok)
+		}
+	}
+}
+
+// TestOAuthErrorCodeBound: an error code from Google's redirect is shown
+// only when it is 1 to 64 characters of [a-z_].
+func TestOAuthErrorCodeBound(t *testing.T) {
+	for _, tc := range []struct{ code, want string }{
+		{"invalid_request", "(invalid_request)"},
+		{strings.Repeat("a", 64), "(" + strings.Repeat("a", 64) + ")"},
+		{strings.Repeat("a", 65), "(unknown)"},
+		{"Invalid", "(unknown)"},
+	} {
+		r := httptest.NewRequest(http.MethodGet, "/OAuthCallback", nil)
+		err := (&server{}).callbackRefused(httptest.NewRecorder(), r, url.Values{"error": {tc.code}})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("error=%.10q… (%d bytes): got %v, want a message with %s", tc.code, len(tc.code), err, tc.want)
+		}
+	}
+}
