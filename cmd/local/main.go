@@ -8,6 +8,10 @@
 // It fills in the local defaults of DESIGN.md's configuration table for
 // every variable that is not set, then starts the framework; the functions
 // read the environment as they do when deployed.
+//
+// Built with -tags nodemo it leaves out the offline demo's fake Google, so
+// that it links what a deployed function links and nothing more;
+// cmd/coldstart and cmd/loadtest measure it so.
 package main
 
 import (
@@ -20,11 +24,11 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/GoogleCloudPlatform/functions-framework-go/funcframework"
 
 	"github.com/chatauth/chatauth" // importing it registers the functions
-	"github.com/chatauth/chatauth/internal/fakegoogle"
 )
 
 func main() {
@@ -57,7 +61,9 @@ func run(demo bool, host string) error {
 		defer g.Close()
 	} else {
 		clientSecrets := envDefault("CLIENT_SECRETS", "client_secrets.json")
-		if _, err := os.Stat(clientSecrets); errors.Is(err, fs.ErrNotExist) {
+		// A Secret Manager reference is read by the function; only a file
+		// can be checked here.
+		if _, err := os.Stat(clientSecrets); errors.Is(err, fs.ErrNotExist) && !strings.HasPrefix(clientSecrets, "projects/") {
 			return fmt.Errorf("%s not found.\n"+
 				"  To use Google: create an OAuth client (type \"Web application\") with the redirect URI\n"+
 				"  %s in the Google Cloud console, download its JSON to %s, and run again.\n"+
@@ -105,26 +111,6 @@ func run(demo bool, host string) error {
 	}
 	ln.Close()
 	return funcframework.StartHostPort(host, port)
-}
-
-// startFakeGoogle serves the fake Google on a free loopback port and points
-// the configuration at it: the client JSON's auth_uri and token_uri, the
-// Chat API and the revocation endpoint.
-func startFakeGoogle(dataDir, redirectURL string) (*fakegoogle.Server, error) {
-	g, err := fakegoogle.New(fakegoogle.Options{RedirectURIs: []string{redirectURL}})
-	if err != nil {
-		return nil, fmt.Errorf("start the fake Google: %w", err)
-	}
-	path := filepath.Join(dataDir, "demo_client_secrets.json")
-	if err := os.WriteFile(path, g.ClientJSON("web"), 0o600); err != nil {
-		g.Close()
-		return nil, err
-	}
-	os.Setenv("CLIENT_SECRETS", path)
-	os.Setenv("CHAT_API_ENDPOINT", g.ChatEndpoint())
-	os.Setenv("OAUTH_REVOKE_URL", g.RevokeURL())
-	fmt.Printf("Offline demo: a fake Google serves on %s (client JSON: %s).\n", g.URL(), path)
-	return g, nil
 }
 
 // generateOnce returns path, writing gen's secret there first if the file

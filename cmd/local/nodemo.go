@@ -1,0 +1,10 @@
+//go:build nodemo
+
+package main
+
+import "errors"
+
+// startFakeGoogle is not linked into a runner built with -tags nodemo.
+func startFakeGoogle(dataDir, redirectURL string) (interface{ Close() }, error) {
+	return nil, errors.New("-demo: this runner was built with -tags nodemo, without the fake Google; build it without the tag")
+}

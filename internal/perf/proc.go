@@ -1,0 +1,169 @@
+// Package perf holds what chatauth's performance programs (cmd/loadtest,
+// cmd/coldstart) share: building and spawning the local runner and the
+// floor (internal/perf/floor) as processes of their own, hosting the fakes
+// they talk to (fake Google, fake Secret Manager, the Firestore emulator
+// behind a counting proxy), seeding users, driving signed CreateSpace
+// requests, and summarising what was measured.
+//
+// Everything listens on 127.0.0.1 only, every run is bounded in time and
+// size, and every process started here runs in a process group of its own
+// that is killed when the run ends (or when the parent dies, through
+// Pdeathsig), so nothing outlives a program.
+package perf
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Build compiles the main package pkg (an import path or ./dir, relative to
+// the module root modDir) with the go build flags given into dir and
+// returns the binary's path.
+func Build(ctx context.Context, modDir, pkg, dir string, flags ...string) (string, error) {
+	name := filepath.Base(pkg)
+	if len(flags) > 0 {
+		name += "-" + strings.Join(strings.Fields(strings.Join(flags, " ")), "-")
+	}
+	out := filepath.Join(dir, name)
+	args := append(append([]string{"build"}, flags...), "-o", out, pkg)
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = modDir
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("perf: go build %s: %w\n%s", pkg, err, stderr.String())
+	}
+	return out, nil
+}
+
+// ModuleRoot finds the directory holding go.mod, from the working directory
+// up, so the programs run from anywhere inside the repository.
+func ModuleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("perf: no go.mod above the working directory; run from inside the repository")
+		}
+		dir = parent
+	}
+}
+
+// Process is a spawned binary in a process group of its own.
+type Process struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+}
+
+// Spawn starts bin with exactly env (nothing is inherited but PATH and
+// HOME), its output appended to logPath.
+func Spawn(bin string, env []string, logPath string) (*Process, error) {
+	log, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	defer log.Close()
+	cmd := exec.Command(bin)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, env...)
+	cmd.Stdout, cmd.Stderr = log, log
+	// Setpgid lets Stop kill the whole group; Pdeathsig kills the child if
+	// this program dies without cleaning up.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("perf: start %s: %w", bin, err)
+	}
+	p := &Process{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// Pid is the process id.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
+// Exited reports whether the process has ended.
+func (p *Process) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Stop ends the process group: SIGTERM, then SIGKILL after a second. It
+// returns once the process has been reaped.
+func (p *Process) Stop() {
+	pgid := p.cmd.Process.Pid
+	syscall.Kill(-pgid, syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(time.Second):
+		syscall.Kill(-pgid, syscall.SIGKILL)
+		<-p.done
+	}
+	// Anything left in the group (there should be nothing) goes too.
+	syscall.Kill(-pgid, syscall.SIGKILL)
+}
+
+// Memory is a process's resident set, from /proc/<pid>/status.
+type Memory struct {
+	RSS, Peak int64 // VmRSS and VmHWM, bytes
+}
+
+// ReadMemory reads the resident set of pid.
+func ReadMemory(pid int) (Memory, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return Memory{}, err
+	}
+	defer f.Close()
+	var m Memory
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if !ok || (k != "VmRSS" && k != "VmHWM") {
+			continue
+		}
+		kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		if err != nil {
+			return Memory{}, fmt.Errorf("perf: parse %s %q: %w", k, v, err)
+		}
+		if k == "VmRSS" {
+			m.RSS = kb << 10
+		} else {
+			m.Peak = kb << 10
+		}
+	}
+	return m, sc.Err()
+}
+
+// FreePort returns a loopback port that was free a moment ago.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
