@@ -129,6 +129,7 @@ func newAttackEnv(t *testing.T) *attackEnv {
 	e := newTestEnv(t, storeFirestore, func(c *Config) {
 		c.AllowedAudiences = []string{attackAudience}
 		c.TrustedCallers = []string{attackTrusted}
+		c.ChatAudienceType, c.ChatAudience = chatAudienceEndpoint, chatEndpointURL
 	})
 	e.google.AddUser(fakegoogle.User{Email: malloryEmail, EmailVerified: true})
 	return &attackEnv{testEnv: e, t: t, victim: newBrowser(t), attacker: newBrowser(t)}
@@ -392,6 +393,7 @@ func TestAttacks(t *testing.T) {
 	}{
 		{"caller", callerAttacks()},
 		{"input", inputAttacks()},
+		{"ChatEvents", chatAttacks()},
 	} {
 		t.Run(group.name, func(t *testing.T) {
 			for _, tc := range group.cases {
@@ -399,7 +401,7 @@ func TestAttacks(t *testing.T) {
 			}
 		})
 	}
-	total := len(oauthAttacks()) + len(callerAttacks()) + len(inputAttacks())
+	total := len(oauthAttacks()) + len(callerAttacks()) + len(inputAttacks()) + len(chatAttacks())
 	if total < 60 {
 		t.Errorf("the table has %d rows, want at least 60", total)
 	}
@@ -836,6 +838,56 @@ func inputAttacks() []attackCase {
 			req.Method = http.MethodPut
 			return req
 		}), 405, statusMethodNotAllowed, 0},
+	}
+}
+
+// chatAttacks send ChatEvents requests that do not come from Google Chat.
+// Only Chat's own token, for this endpoint, lets an event act for the user
+// it names; anything else is refused before the body is read.
+func chatAttacks() []attackCase {
+	body := chatMsg{text: "/createspace Not from Chat", slash: createCommandID}.json()
+	// chatToken is Chat's bearer token for the endpoint, with edit applied.
+	chatToken := func(edit func(map[string]any)) func(a *attackEnv) *http.Request {
+		return func(a *attackEnv) *http.Request {
+			app, err := fakegoogle.NewChatApp(a.google)
+			if err != nil {
+				a.t.Fatal(err)
+			}
+			return a.webhook("ChatEvents", body, "Authorization", "Bearer "+app.EndpointToken(chatEndpointURL, edit))
+		}
+	}
+	const un = statusUnauthenticated
+	return []attackCase{
+		{"unsigned event", just(func(a *attackEnv) *http.Request { return a.webhook("ChatEvents", body) }), 401, un, 0},
+		{"event with a webhook signature", just(func(a *attackEnv) *http.Request {
+			return a.webhook("ChatEvents", body, "X-Signature", a.sig(body, 0))
+		}), 401, un, 0},
+		{"event with a caller's ID token", just(func(a *attackEnv) *http.Request {
+			return a.bearer("ChatEvents", body, a.idToken(attackTrusted, map[string]any{"aud": chatEndpointURL}))
+		}), 401, un, 0},
+		{"Google ID token of another service account", just(chatToken(func(c map[string]any) { c["email"] = "robot@p.iam.gserviceaccount.com" })), 401, un, 0},
+		{"Chat's token for another endpoint", just(chatToken(func(c map[string]any) { c["aud"] = "https://evil.example/ChatEvents" })), 401, un, 0},
+		{"Chat's token expired", just(chatToken(func(c map[string]any) {
+			c["iat"], c["exp"] = time.Now().Add(-2*time.Hour).Unix(), time.Now().Add(-time.Hour).Unix()
+		})), 401, un, 0},
+		{"Chat's email unverified", just(chatToken(func(c map[string]any) { c["email_verified"] = false })), 401, un, 0},
+		{"event token alg none", just(func(a *attackEnv) *http.Request {
+			tok := craftJWT(a.t, map[string]any{"alg": "none"}, map[string]any{
+				"iss": fakegoogle.GoogleIssuer, "aud": chatEndpointURL, "email": fakegoogle.ChatServiceAccount, "email_verified": true,
+				"iat": time.Now().Unix(), "exp": time.Now().Add(time.Hour).Unix()}, func(string) []byte { return nil })
+			return a.webhook("ChatEvents", body, "Authorization", "Bearer "+tok)
+		}), 401, un, 0},
+		{"event by GET", just(func(a *attackEnv) *http.Request {
+			req := chatToken(nil)(a)
+			req.Method = http.MethodGet
+			return req
+		}), 405, statusMethodNotAllowed, 0},
+		{"event over 64 KiB", just(func(a *attackEnv) *http.Request {
+			req := chatToken(nil)(a)
+			big := chatMsg{text: "/createspace " + strings.Repeat("x", 70<<10), slash: createCommandID}.json()
+			req.Body, req.ContentLength = io.NopCloser(strings.NewReader(big)), int64(len(big))
+			return req
+		}), 413, statusPayloadTooLarge, 0},
 	}
 }
 
