@@ -2,6 +2,7 @@ package chatauth
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -10,6 +11,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	secretmanager "cloud.google.com/go/secretmanager/apiv1"
+	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
 
 	"github.com/chatauth/chatauth/internal/fakegoogle"
 	"github.com/chatauth/chatauth/internal/fakesecretmanager"
@@ -254,5 +258,46 @@ func TestBuildFromEnvMisconfigured(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), `"severity":"ERROR"`) {
 		t.Errorf("the failure is not logged at ERROR: %s", logs.String())
+	}
+}
+
+// TestSecretReaderNeverLogsSecrets turns on the Google client libraries'
+// debug logging, which writes whole responses to stderr, and checks that a
+// secret read through Secret Manager does not reach it. The control shows
+// that a client left to its defaults does log the payload.
+func TestSecretReaderNeverLogsSecrets(t *testing.T) {
+	sm, err := fakesecretmanager.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sm.Close()
+	const secret = "whsec-never-logged-0123456789abcdef"
+	ref := sm.Put("projects/p/secrets/webhook", []byte(secret))
+	t.Setenv("GOOGLE_SDK_GO_LOGGING_LEVEL", "debug")
+	b64 := base64.StdEncoding.EncodeToString([]byte(secret))
+
+	control := captureStderr(t, func() {
+		c, err := secretmanager.NewClient(t.Context(), sm.ClientOptions()...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.AccessSecretVersion(t.Context(), &secretmanagerpb.AccessSecretVersionRequest{Name: ref}); err != nil {
+			t.Errorf("control access: %v", err)
+		}
+	})
+	if !strings.Contains(control, secret) && !strings.Contains(control, b64) {
+		t.Fatalf("control: the default client's debug log does not show the payload, so this test checks nothing; its stderr:\n%s", control)
+	}
+
+	got := captureStderr(t, func() {
+		r := &secretReader{opts: sm.ClientOptions()}
+		defer r.close()
+		if _, err := r.read(t.Context(), ref); err != nil {
+			t.Errorf("read: %v", err)
+		}
+	})
+	if strings.Contains(got, secret) || strings.Contains(got, b64) {
+		t.Errorf("the secret reached stderr under debug logging:\n%s", got)
 	}
 }

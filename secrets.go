@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"log/slog"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -90,7 +92,10 @@ func (r *secretReader) smClient(ctx context.Context) (*secretmanager.Client, err
 	if r.client != nil {
 		return r.client, nil
 	}
-	c, err := secretmanager.NewClient(context.WithoutCancel(ctx), r.clientOptions()...)
+	// With GOOGLE_SDK_GO_LOGGING_LEVEL=debug the client would log whole
+	// responses, secrets included: its logger discards everything.
+	opts := append(slices.Clip(r.clientOptions()), option.WithLogger(slog.New(slog.DiscardHandler)))
+	c, err := secretmanager.NewClient(context.WithoutCancel(ctx), opts...)
 	if err != nil {
 		return nil, fmt.Errorf("secrets: new Secret Manager client: %w (%w)", err, errSecretsUnavailable)
 	}
