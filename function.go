@@ -203,7 +203,10 @@ func newServer(ctx context.Context, cfg Config, o serverOptions) (*server, error
 			return nil, err
 		}
 	}
-	chatOpts := []option.ClientOption{option.WithHTTPClient(&http.Client{Transport: bearerTransport{base: o.httpClient.Transport}})}
+	chatOpts := []option.ClientOption{
+		option.WithHTTPClient(&http.Client{Transport: bearerTransport{base: o.httpClient.Transport}}),
+		noClientLogs,
+	}
 	if cfg.ChatEndpoint != "" {
 		chatOpts = append(chatOpts, option.WithEndpoint(cfg.ChatEndpoint))
 	}
@@ -226,6 +229,12 @@ func newServer(ctx context.Context, cfg Config, o serverOptions) (*server, error
 	built = true
 	return s, nil
 }
+
+// noClientLogs silences a Google client library's own logger. Under
+// GOOGLE_SDK_GO_LOGGING_LEVEL=debug the libraries log whole requests and
+// responses, which here carry bearer tokens, token ciphertexts and secrets;
+// the function logs what it needs itself.
+var noClientLogs = option.WithLogger(slog.New(slog.DiscardHandler))
 
 // close releases the server's clients.
 func (s *server) close() error {

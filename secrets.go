@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"log/slog"
 	"os"
 	"regexp"
 	"slices"
@@ -94,7 +93,7 @@ func (r *secretReader) smClient(ctx context.Context) (*secretmanager.Client, err
 	}
 	// With GOOGLE_SDK_GO_LOGGING_LEVEL=debug the client would log whole
 	// responses, secrets included: its logger discards everything.
-	opts := append(slices.Clip(r.clientOptions()), option.WithLogger(slog.New(slog.DiscardHandler)))
+	opts := append(slices.Clip(r.clientOptions()), noClientLogs)
 	c, err := secretmanager.NewClient(context.WithoutCancel(ctx), opts...)
 	if err != nil {
 		return nil, fmt.Errorf("secrets: new Secret Manager client: %w (%w)", err, errSecretsUnavailable)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"cloud.google.com/go/firestore"
@@ -97,7 +98,7 @@ var _ tokenStore = (*firestoreStore)(nil)
 // newFirestoreStore creates the client. It does not dial: the first call
 // does, so a cold start pays only for what it uses.
 func newFirestoreStore(ctx context.Context, project, database string, opts ...option.ClientOption) (*firestoreStore, error) {
-	c, err := firestore.NewClientWithDatabase(ctx, project, database, opts...)
+	c, err := firestore.NewClientWithDatabase(ctx, project, database, append(slices.Clip(opts), noClientLogs)...)
 	if err != nil {
 		return nil, fmt.Errorf("store: new Firestore client for %s/%s: %w", project, database, storeErr(err))
 	}
