@@ -263,13 +263,13 @@ func (q *createSpaceRequest) validate() error {
 		return bad(`"displayName" is longer than 128 characters`)
 	}
 	if hasControl(q.DisplayName) {
-		return bad(`"displayName" contains control characters`)
+		return bad(`"displayName" contains control or bidirectional-override characters`)
 	}
 	if utf8.RuneCountInString(q.Description) > 4096 {
 		return bad(`"description" is longer than 4096 characters`)
 	}
 	if hasControl(strings.NewReplacer("\n", "", "\r", "", "\t", "").Replace(q.Description)) {
-		return bad(`"description" contains control characters other than line breaks and tabs`)
+		return bad(`"description" contains control or bidirectional-override characters (only line breaks and tabs are allowed)`)
 	}
 	if q.Description != "" && q.SpaceType != spaceTypeSpace {
 		return bad(`"description" is only for a SPACE`)
@@ -296,9 +296,13 @@ func (q *createSpaceRequest) validate() error {
 
 func validUser(u string) bool { return userIDPattern.MatchString(u) || validEmail(u) }
 
+// hasControl reports control characters and the bidirectional overrides
+// and isolates (U+202A–U+202E, U+2066–U+2069), which make a name display
+// as something other than what it says ("Trojan Source"). Other format
+// characters stay allowed: emoji sequences need the zero-width joiner.
 func hasControl(s string) bool {
 	for _, r := range s {
-		if unicode.IsControl(r) {
+		if unicode.IsControl(r) || ('\u202a' <= r && r <= '\u202e') || ('\u2066' <= r && r <= '\u2069') {
 			return true
 		}
 	}

@@ -259,6 +259,8 @@ func TestCreateSpaceBadRequests(t *testing.T) {
 		{"no name", http.MethodPost, "application/json", `{"user":"alice@example.com"}`, 400, statusInvalidArgument, `"displayName" is required`},
 		{"long name", http.MethodPost, "application/json", `{"user":"alice@example.com","displayName":"` + longName + `"}`, 400, statusInvalidArgument, "128"},
 		{"control character", http.MethodPost, "application/json", `{"user":"alice@example.com","displayName":"a\u0007b"}`, 400, statusInvalidArgument, "control"},
+		{"bidi override", http.MethodPost, "application/json", `{"user":"alice@example.com","displayName":"invoice\u202egpj.exe"}`, 400, statusInvalidArgument, "bidirectional"},
+		{"bidi isolate in description", http.MethodPost, "application/json", `{"user":"alice@example.com","displayName":"x","description":"a\u2066b"}`, 400, statusInvalidArgument, "bidirectional"},
 		{"bad type", http.MethodPost, "application/json", `{"user":"alice@example.com","displayName":"x","spaceType":"ROOM"}`, 400, statusInvalidArgument, "spaceType"},
 		{"DM without member", http.MethodPost, "application/json", `{"user":"alice@example.com","spaceType":"DIRECT_MESSAGE"}`, 400, statusInvalidArgument, "exactly 1"},
 		{"group of one", http.MethodPost, "application/json", `{"user":"alice@example.com","spaceType":"GROUP_CHAT","members":["users/1"]}`, 400, statusInvalidArgument, "at least 2"},
@@ -555,6 +557,27 @@ func BenchmarkCreateSpaceWarm(b *testing.B) {
 		h(w, req)
 		if w.Code != 200 {
 			b.Fatalf("got %d: %s", w.Code, w.Body)
+		}
+	}
+}
+
+// TestDisplayNameCharacters: names that display as something else are
+// refused; emoji sequences and other scripts are not.
+func TestDisplayNameCharacters(t *testing.T) {
+	for name, ok := range map[string]bool{
+		"Incident 4711":           true,
+		"Équipe 🧑‍💻 (ZWJ)":        true,
+		"事故対応 4711":               true,
+		"שלום עולם":               true,
+		"invoice\u202egpj.exe":    false,
+		"a\u2067b\u2069":          false,
+		"tab\tinside":             false,
+		"escape \u001b[31mred":    false,
+		"next line \u0085 inside": false,
+	} {
+		q := createSpaceRequest{User: aliceEmail, DisplayName: name}
+		if err := q.validate(); (err == nil) != ok {
+			t.Errorf("%q: got %v, want accepted %v", name, err, ok)
 		}
 	}
 }
