@@ -331,23 +331,12 @@ func (d *delegator) accessToken(ctx context.Context, subject string, force bool)
 	}
 	// The mint outlives a caller that gives up, so that the others waiting
 	// for it, and the cache, get its result.
-	ch := d.mints.DoChan(subject, func() (any, error) {
+	return sharedFetch(ctx, &d.mints, subject, delegationTimeout, func(ctx context.Context) (string, error) {
 		if tok, ok := d.cached(subject); ok && !force {
 			return tok, nil // minted between our look and this flight
 		}
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), delegationTimeout)
-		defer cancel()
 		return d.mint(ctx, subject)
 	})
-	select {
-	case <-ctx.Done():
-		return "", ctx.Err()
-	case res := <-ch:
-		if res.Err != nil {
-			return "", res.Err
-		}
-		return res.Val.(string), nil
-	}
 }
 
 func (d *delegator) cached(subject string) (string, bool) {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"golang.org/x/oauth2"
+	"golang.org/x/sync/singleflight"
 )
 
 // expiryMargin is how long before its expiry an access token is refreshed,
@@ -64,12 +65,20 @@ func (s *server) accessToken(ctx context.Context, rec *tokenRecord, force bool) 
 		return rec.AccessToken, nil
 	}
 	// Concurrent requests for one user on this instance share one refresh.
-	// The refresh outlives a caller that gives up, so that its result is
-	// stored for the others.
-	ch := s.refreshes.DoChan(rec.Sub, func() (any, error) {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		defer cancel()
+	return sharedFetch(ctx, &s.refreshes, rec.Sub, 30*time.Second, func(ctx context.Context) (string, error) {
 		return s.refresh(ctx, rec.Sub, force)
+	})
+}
+
+// sharedFetch runs fetch once for all concurrent callers with the same key.
+// The fetch runs on a context detached from the first caller's, bounded by
+// timeout, so that a caller who gives up does not fail the others, and the
+// result is still saved (or cached) for them.
+func sharedFetch(ctx context.Context, g *singleflight.Group, key string, timeout time.Duration, fetch func(context.Context) (string, error)) (string, error) {
+	ch := g.DoChan(key, func() (any, error) {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+		defer cancel()
+		return fetch(ctx)
 	})
 	select {
 	case <-ctx.Done():
