@@ -121,7 +121,11 @@ func TestRunColdStart(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, t0 := range []string{TargetProduct, TargetFloor} {
+			targets := []string{TargetProduct, TargetFloor}
+			if store == StoreLocal {
+				targets = append(targets, TargetFloorLinked)
+			}
+			for _, t0 := range targets {
 				if got := len(rep.Times[t0]); got != 2 {
 					t.Errorf("%s: %d spawns measured, want 2", t0, got)
 				}

@@ -32,8 +32,10 @@ import (
 // returns the binary's path.
 func Build(ctx context.Context, modDir, pkg, dir string, flags ...string) (string, error) {
 	name := filepath.Base(pkg)
-	if len(flags) > 0 {
-		name += "-" + strings.Join(strings.Fields(strings.Join(flags, " ")), "-")
+	for _, f := range flags {
+		if !strings.HasPrefix(f, "-") {
+			name += "-" + f // the tags, say, not the flags' names
+		}
 	}
 	out := filepath.Join(dir, name)
 	args := append(append([]string{"build"}, flags...), "-o", out, pkg)

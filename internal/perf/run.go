@@ -90,6 +90,11 @@ type LoadReport struct {
 const (
 	TargetProduct = "chatauth"
 	TargetFloor   = "floor"
+	// TargetFloorLinked is, in the embedded-store setup, the floor built
+	// with the Firestore client linked in (as chatauth, one binary for both
+	// stores, is), though it reads bbolt: it separates what linking
+	// Google's gRPC clients costs a cold start from what chatauth does.
+	TargetFloorLinked = "floor+grpc"
 )
 
 // RunLoad spawns the runner and the floor against one store setup, seeds
@@ -258,11 +263,15 @@ func RunColdStart(ctx context.Context, c ColdConfig) (*ColdReport, error) {
 		{TargetProduct, c.Bin.Runner, s.ProductURL(), filepath.Join(c.Dir, "runner.log"), s.ProductEnv()},
 		{TargetFloor, c.Bin.floor(c.Store), s.FloorURL(), filepath.Join(c.Dir, "floor.log"), s.FloorEnv()},
 	}
+	if c.Store == StoreLocal {
+		targets = append(targets, target{TargetFloorLinked, c.Bin.Floor, s.FloorURL(), filepath.Join(c.Dir, "floor-linked.log"), s.FloorEnv()})
+	}
 	rep := &ColdReport{Config: c, Times: map[string][]time.Duration{}, Memory: map[string][]Memory{}}
 	for i := -1; i < c.Spawns; i++ {
-		order := targets
-		if i%2 != 0 {
-			order = []target{targets[1], targets[0]}
+		// The order rotates, so no target always follows the same one.
+		order := append(slices.Clone(targets[i%len(targets)+1:]), targets[:i%len(targets)+1]...)
+		if i < 0 {
+			order = targets
 		}
 		for _, t := range order {
 			d, p, err := FirstAnswer(ctx, t.bin, t.env, t.log, t.base, caller, c.Interval)
