@@ -295,8 +295,9 @@ func (s *server) callbackRefused(w http.ResponseWriter, r *http.Request, q url.V
 // caller checks the length itself.
 var oauthErrorCode = regexp.MustCompile(`^[a-z_]+$`)
 
-// exchangeError maps a failed code exchange. The token endpoint's body is
-// not logged: only its status and error code.
+// exchangeError maps a failed call to the token endpoint (a code exchange
+// or a refresh). The endpoint's body is not logged: only its status and
+// error code.
 func (s *server) exchangeError(err error, loginHint string) error {
 	var re *oauth2.RetrieveError
 	switch {
@@ -309,7 +310,7 @@ func (s *server) exchangeError(err error, loginHint string) error {
 		if re.Response != nil {
 			code = re.Response.StatusCode
 		}
-		return wrapError(statusUpstreamError, fmt.Errorf("token endpoint answered %d %q", code, re.ErrorCode), "Google's token endpoint refused the exchange; try again, or ask the operator to check the OAuth client")
+		return wrapError(statusUpstreamError, fmt.Errorf("token endpoint answered %d %q", code, re.ErrorCode), "Google's token endpoint refused the request; try again, or ask the operator to check the OAuth client")
 	case errors.Is(err, context.DeadlineExceeded):
 		return wrapError(statusDeadlineExceeded, err, "Google's token endpoint did not answer in time; try again")
 	default:
