@@ -247,3 +247,29 @@ func TestOAuthErrorCodeBound(t *testing.T) {
 		}
 	}
 }
+
+// TestHandlerLogsWithoutServer: the request logger that names the function
+// is still there for a failed build and for a panic, now that it is made
+// only when needed.
+func TestHandlerLogsWithoutServer(t *testing.T) {
+	var logs syncBuffer
+	failing := &instance{log: newLogger(&logs), build: func(context.Context) (*server, error) {
+		return nil, fmt.Errorf("no secrets: %w", errSecretsUnavailable)
+	}}
+	w := httptest.NewRecorder()
+	failing.handler(function{name: "CreateSpace", handle: (*server).handleCreateSpace})(w, httptest.NewRequest(http.MethodPost, "/CreateSpace", nil))
+	if w.Code != http.StatusServiceUnavailable || !strings.Contains(logs.String(), `"function":"CreateSpace"`) {
+		t.Errorf("failed build: got %d, logs %s; want 503 and a line naming the function", w.Code, logs.String())
+	}
+
+	e := newPerfEnv(t, storeLocal)
+	logs = syncBuffer{}
+	e.srv.log = newLogger(&logs)
+	inst := &instance{log: newLogger(io.Discard)}
+	inst.srv.Store(e.srv)
+	w = httptest.NewRecorder()
+	inst.handler(function{name: "Boom", handle: func(*server, http.ResponseWriter, *http.Request) error { panic("boom") }})(w, httptest.NewRequest(http.MethodPost, "/Boom", nil))
+	if w.Code != http.StatusInternalServerError || !strings.Contains(logs.String(), "panic while serving request") || !strings.Contains(logs.String(), `"function":"Boom"`) {
+		t.Errorf("panic: got %d, logs %s; want 500 and a panic line naming the function", w.Code, logs.String())
+	}
+}

@@ -39,6 +39,7 @@ func main() {
 	rounds := flag.Int("rounds", 3, "rounds; each drives chatauth and the floor once, alternating which goes first (1..10)")
 	warmup := flag.Duration("warmup", 2*time.Second, "warm-up per target before the rounds (≤ 30s)")
 	users := flag.Int("users", 16, "users to connect (1..1000)")
+	keep := flag.Bool("keep", false, "keep the work directory (binaries, logs) and print its path, for profiling")
 	flag.Parse()
 	switch {
 	case *store != perf.StoreLocal && *store != perf.StoreFirestore:
@@ -59,7 +60,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	cfg := perf.LoadConfig{Store: *store, Users: *users, Concurrency: *c, Duration: *d, Requests: *n, Warmup: *warmup, Rounds: *rounds}
-	if err := run(ctx, cfg); err != nil {
+	if err := run(ctx, cfg, *keep); err != nil {
 		stop()
 		fail(err)
 	}
@@ -70,12 +71,16 @@ func fail(err error) {
 	os.Exit(1)
 }
 
-func run(ctx context.Context, cfg perf.LoadConfig) error {
+func run(ctx context.Context, cfg perf.LoadConfig, keep bool) error {
 	dir, err := perf.TempDir("loadtest")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	if keep {
+		defer fmt.Fprintln(os.Stderr, "work directory kept:", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
 	if cfg.Bin, err = perf.BuildBinaries(ctx, dir); err != nil {
 		return err
 	}
