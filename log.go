@@ -56,7 +56,9 @@ func requestLogger(base *slog.Logger, r *http.Request, function, project string)
 		attrs = append(attrs, "logging.googleapis.com/trace", trace)
 	}
 	if id := funcframework.ExecutionIDFromContext(r.Context()); id != "" {
-		attrs = append(attrs, "logging.googleapis.com/labels", map[string]string{"execution_id": id})
+		// A group, not a map: the same JSON without encoding/json's
+		// reflection, 1.5 µs less per request (BENCHMARKS.md).
+		attrs = append(attrs, slog.Group("logging.googleapis.com/labels", slog.String("execution_id", id)))
 	}
 	return base.With(attrs...)
 }

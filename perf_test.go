@@ -273,3 +273,16 @@ func TestHandlerLogsWithoutServer(t *testing.T) {
 		t.Errorf("panic: got %d, logs %s; want 500 and a panic line naming the function", w.Code, logs.String())
 	}
 }
+
+// TestExecutionIDLabel: through the Functions Framework, a request's log
+// lines carry its execution id as Cloud Logging's label, an object.
+func TestExecutionIDLabel(t *testing.T) {
+	e := newTestEnv(t, storeLocal)
+	e.connect()
+	if code, body := e.signed("CreateSpace", `{"user":"alice@example.com","displayName":"Labelled"}`); code != http.StatusOK {
+		t.Fatalf("got %d: %s", code, body)
+	}
+	if !strings.Contains(e.logs.String(), `"logging.googleapis.com/labels":{"execution_id":"`) {
+		t.Errorf("no execution_id label in the logs:\n%s", e.logs.String())
+	}
+}

@@ -96,7 +96,7 @@ func run(ctx context.Context, cfg perf.LoadConfig, keep bool) error {
 		cfg.Store, cfg.Concurrency, cfg.Users, cfg.Rounds, cfg.Duration)
 	fmt.Printf("machine: %s\n\n", perf.Machine())
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "target\treq/s\tp50\tp99\tfailed\tChat calls/create\ttoken calls/create\tstore reads/create\tRSS\tpeak RSS\tcreates served\t")
+	fmt.Fprintln(w, "target\treq/s\tp50\tp99\tCPU/create\tfailed\tChat calls/create\ttoken calls/create\tstore reads/create\tRSS\tpeak RSS\tcreates served\t")
 	for _, t := range []string{perf.TargetProduct, perf.TargetFloor} {
 		s := sum[t]
 		reads := "n/a (in process)"
@@ -104,13 +104,13 @@ func run(ctx context.Context, cfg perf.LoadConfig, keep bool) error {
 			reads = fmt.Sprintf("%.3f", s.ReadsPerReq)
 		}
 		m := rep.Memory[t]
-		fmt.Fprintf(w, "%s\t%.0f\t%s\t%s\t%d\t%.3f\t%.3f\t%s\t%.1f MiB\t%.1f MiB\t%d\t\n", t, s.RPS, s.P50, s.P99, s.Failures,
+		fmt.Fprintf(w, "%s\t%.0f\t%s\t%s\t%s\t%d\t%.3f\t%.3f\t%s\t%.1f MiB\t%.1f MiB\t%d\t\n", t, s.RPS, s.P50, s.P99, s.CPUPerReq, s.Failures,
 			s.ChatPerReq, s.TokenPerReq, reads, mib(m.RSS), mib(m.Peak), rep.Creates[t])
 	}
 	w.Flush()
 	p, f := sum[perf.TargetProduct], sum[perf.TargetFloor]
-	fmt.Printf("\nratios to the floor (medians of the rounds): throughput %.2f× (target ≥ 0.70), p99 %.2f× (target ≤ 2.00), p50 %.2f×\n",
-		p.RPS/f.RPS, float64(p.P99)/float64(f.P99), float64(p.P50)/float64(f.P50))
+	fmt.Printf("\nratios to the floor (medians of the rounds): throughput %.2f× (target ≥ 0.70), p99 %.2f× (target ≤ 2.00), p50 %.2f×, CPU per create %.2f×\n",
+		p.RPS/f.RPS, float64(p.P99)/float64(f.P99), float64(p.P50)/float64(f.P50), float64(p.CPUPerReq)/float64(f.CPUPerReq))
 	fmt.Printf("targets per warm create: 1 Chat call, 0 token calls, ≤ 1 store read; RSS ≤ 40 MiB after 10,000 creates\n")
 	return nil
 }

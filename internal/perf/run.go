@@ -74,6 +74,10 @@ type Sample struct {
 	// saw, and store reads at the Firestore wire (-1: not observable, the
 	// embedded store is read inside the process).
 	ChatPerReq, TokenPerReq, ReadsPerReq float64
+	// CPUPerReq is the CPU time (user and system) the target's process
+	// spent per successful request: a steadier comparison than requests/s
+	// on a machine whose CPUs the load generator and the fakes share.
+	CPUPerReq time.Duration
 }
 
 // LoadReport is a whole load run.
@@ -142,6 +146,7 @@ func RunLoad(ctx context.Context, c LoadConfig) (*LoadReport, error) {
 		subs[i] = u.Sub
 	}
 	targets := map[string]string{TargetProduct: s.ProductURL(), TargetFloor: s.FloorURL()}
+	procs := map[string]*Process{TargetProduct: product, TargetFloor: floor}
 	rep := &LoadReport{Config: c, Memory: map[string]Memory{}, Creates: map[string]int{}}
 	seq := 0
 	drive := func(target string, o DriveOptions) (*DriveResult, error) {
@@ -167,7 +172,15 @@ func RunLoad(ctx context.Context, c LoadConfig) (*LoadReport, error) {
 		}
 		for _, t := range order {
 			chat0, tok0, reads0 := s.Google.TotalChatCalls(), s.Google.TokenCalls(), s.reads()
+			cpu0, err := ReadCPU(procs[t].Pid())
+			if err != nil {
+				return nil, err
+			}
 			res, err := drive(t, DriveOptions{Concurrency: c.Concurrency, Duration: c.Duration, Requests: c.Requests})
+			if err != nil {
+				return nil, err
+			}
+			cpu1, err := ReadCPU(procs[t].Pid())
 			if err != nil {
 				return nil, err
 			}
@@ -182,12 +195,13 @@ func RunLoad(ctx context.Context, c LoadConfig) (*LoadReport, error) {
 				if reads0 >= 0 {
 					sm.ReadsPerReq = float64(s.reads()-reads0) / ok
 				}
+				sm.CPUPerReq = (cpu1 - cpu0) / time.Duration(len(res.Latencies))
 			}
 			rep.Samples = append(rep.Samples, sm)
-			progress("round %d %-8s %8.0f req/s  p50 %-10s p99 %-10s failures %d", r+1, t, res.RPS(), res.Percentile(50), res.Percentile(99), res.Failures)
+			progress("round %d %-8s %8.0f req/s  p50 %-10s p99 %-10s CPU/create %-9s failures %d", r+1, t, res.RPS(), res.Percentile(50), res.Percentile(99), sm.CPUPerReq, res.Failures)
 		}
 	}
-	for t, p := range map[string]*Process{TargetProduct: product, TargetFloor: floor} {
+	for t, p := range procs {
 		m, err := ReadMemory(p.Pid())
 		if err != nil {
 			return nil, err
@@ -305,6 +319,7 @@ type Summary struct {
 	P50, P99                             time.Duration
 	Failures                             int
 	ChatPerReq, TokenPerReq, ReadsPerReq float64
+	CPUPerReq                            time.Duration // median of the rounds
 }
 
 // Summarize takes, per target, the median over the rounds of requests/s,
@@ -313,7 +328,7 @@ func Summarize(rep *LoadReport) map[string]Summary {
 	out := map[string]Summary{}
 	for _, t := range []string{TargetProduct, TargetFloor} {
 		var rps []float64
-		var p50, p99 []time.Duration
+		var p50, p99, cpu []time.Duration
 		var s Summary
 		var ok float64
 		for _, sm := range rep.Samples {
@@ -323,6 +338,7 @@ func Summarize(rep *LoadReport) map[string]Summary {
 			rps = append(rps, sm.RPS())
 			p50 = append(p50, sm.Percentile(50))
 			p99 = append(p99, sm.Percentile(99))
+			cpu = append(cpu, sm.CPUPerReq)
 			s.Failures += sm.Failures
 			n := float64(len(sm.Latencies))
 			ok += n
@@ -339,7 +355,7 @@ func Summarize(rep *LoadReport) map[string]Summary {
 		if len(rps) > 0 {
 			s.RPS = rps[len(rps)/2]
 		}
-		s.P50, s.P99 = Median(p50), Median(p99)
+		s.P50, s.P99, s.CPUPerReq = Median(p50), Median(p99), Median(cpu)
 		out[t] = s
 	}
 	return out
