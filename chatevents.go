@@ -824,9 +824,9 @@ func (s *server) requestConfig(ctx context.Context, ev *chatEvent, actor *chatUs
 
 // chatQuote makes user text safe to echo in a Chat message: "<" and ">"
 // would let a name like "<users/all>" notify everyone in the space.
-func chatQuote(s string) string {
-	return strings.NewReplacer("<", "‹", ">", "›").Replace(s)
-}
+func chatQuote(s string) string { return chatQuoter.Replace(s) }
+
+var chatQuoter = strings.NewReplacer("<", "‹", ">", "›")
 
 func plural(n int, one, many string) string {
 	if n == 1 {

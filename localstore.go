@@ -18,7 +18,14 @@ import (
 type localStore struct {
 	db  *bolt.DB
 	now func() time.Time
+	// lastPurge is when expired states were last purged; only read and
+	// written inside db.Update, whose writer lock orders the accesses.
+	lastPurge time.Time
 }
+
+// purgeEvery bounds how often putState scans the pending states, so an
+// OAuthStart does not pay for every abandoned consent.
+const purgeEvery = time.Minute
 
 var _ tokenStore = (*localStore)(nil)
 
@@ -65,8 +72,9 @@ func newLocalStore(dir string, now func() time.Time) (*localStore, error) {
 	return &localStore{db: db, now: now}, nil
 }
 
-// putState stores a new state and purges expired ones in the same write,
-// so abandoned consents do not pile up (Firestore uses a TTL policy).
+// putState stores a new state and, at most once a minute, purges expired
+// ones in the same write, so abandoned consents do not pile up (Firestore
+// uses a TTL policy).
 func (s *localStore) putState(ctx context.Context, key string, st *stateRecord) error {
 	v, err := json.Marshal(st)
 	if err != nil {
@@ -78,8 +86,11 @@ func (s *localStore) putState(ctx context.Context, key string, st *stateRecord) 
 		if b.Get([]byte(key)) != nil {
 			return errors.New("state already exists")
 		}
-		if err := purgeExpiredStates(b, now); err != nil {
-			return err
+		if now.Sub(s.lastPurge) >= purgeEvery {
+			if err := purgeExpiredStates(b, now); err != nil {
+				return err
+			}
+			s.lastPurge = now
 		}
 		return b.Put([]byte(key), v)
 	})
