@@ -29,3 +29,6 @@ func startFakeGoogle(dataDir, redirectURL string) (interface{ Close() }, error) 
 	fmt.Printf("Offline demo: a fake Google serves on %s (client JSON: %s).\n", g.URL(), path)
 	return g, nil
 }
+
+// fakegoogleUser is the account the demo's consent page signs in.
+const fakegoogleUser = fakegoogle.DefaultUserEmail

@@ -103,7 +103,20 @@ func run(demo bool, host string) error {
 	} else {
 		fmt.Printf("  2. Sign in with your Google Workspace account and allow access.\n")
 	}
-	fmt.Printf("  3. You land on %s and see \"Google Chat is connected\".\n\n", os.Getenv("REDIRECT_URL"))
+	fmt.Printf("  3. You land on %s and see \"Google Chat is connected\".\n", os.Getenv("REDIRECT_URL"))
+	if secretFile := os.Getenv("WEBHOOK_SECRETS"); !strings.HasPrefix(secretFile, "projects/") {
+		user := "you@example.com"
+		if demo {
+			user = fakegoogleUser
+		}
+		// Only the secret's path is printed; the command reads the file.
+		fmt.Printf("  4. Create a space as that user, signed with the webhook secret:\n"+
+			"       BODY='{\"user\":\"%s\",\"displayName\":\"Hello from chatauth\"}'\n"+
+			"       T=$(date +%%s); SIG=$(printf '%%s.%%s' \"$T\" \"$BODY\" | openssl dgst -sha256 -hmac \"$(head -n1 %s)\" | sed 's/^.* //')\n"+
+			"       curl -sS -X POST %s/CreateSpace -H 'Content-Type: application/json' -H \"X-Signature: t=$T,v1=$SIG\" -d \"$BODY\"\n",
+			user, secretFile, base)
+	}
+	fmt.Println()
 
 	ln, err := net.Listen("tcp", net.JoinHostPort(host, port))
 	if err != nil {

@@ -205,6 +205,26 @@ func TestDemo(t *testing.T) {
 	if strings.Contains(out, s) || strings.Contains(stderr.String(), s) {
 		t.Error("the demo printed the webhook secret itself")
 	}
+
+	// Step 4 of the printout, run as printed: it creates a space as the
+	// user who just connected.
+	_, step4, ok := strings.Cut(out, "  4. Create a space")
+	if !ok {
+		t.Fatalf("the demo does not print how to create a space:\n%s", out)
+	}
+	step4, _, _ = strings.Cut(step4, "\n\n")
+	var script []string
+	for _, line := range strings.Split(step4, "\n")[1:] {
+		script = append(script, strings.TrimSpace(line))
+	}
+	if _, err := exec.LookPath("openssl"); err != nil && os.Getenv("CI") != "true" {
+		t.Skip("openssl is not installed; step 4 is not run")
+	}
+	sh := exec.Command("bash", "-c", strings.Join(script, "\n"))
+	got, err := sh.CombinedOutput()
+	if err != nil || !strings.Contains(string(got), `"spaceUri"`) || !strings.Contains(string(got), `"Hello from chatauth"`) {
+		t.Errorf("step 4 as printed: %v, got %s; want the created Space", err, got)
+	}
 }
 
 // TestNoClientSecrets: without -demo and without client_secrets.json the

@@ -8,3 +8,7 @@ import "errors"
 func startFakeGoogle(dataDir, redirectURL string) (interface{ Close() }, error) {
 	return nil, errors.New("-demo: this runner was built with -tags nodemo, without the fake Google; build it without the tag")
 }
+
+// fakegoogleUser is unused without the demo; it keeps main.go's printout
+// the same in both builds.
+const fakegoogleUser = "you@example.com"
