@@ -291,9 +291,15 @@ try {
 func TestAppsScriptUnderNode(t *testing.T) {
 	node, err := exec.LookPath("node")
 	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("node is not installed (Debian package nodejs; .ci/run installs it)")
+		}
 		t.Skip("node is not installed; the Go ports above still check the script's algorithm")
 	}
 	if _, err := exec.LookPath("curl"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("curl is not installed (Debian package curl; .ci/run installs it)")
+		}
 		t.Skip("curl is not installed")
 	}
 	e := newTestEnv(t, storeLocal, func(c *Config) { c.AllowedAudiences = []string{appsScriptAudience} })
