@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -600,32 +599,22 @@ func TestOpenAPI(t *testing.T) {
 			if auth == nil {
 				auth = signed
 			}
-			req, _ := http.NewRequest(method, e.base+tc.path, strings.NewReader(tc.body))
-			req.Header.Set("Content-Type", ctype)
-			for k, v := range auth(tc.body) {
-				req.Header.Set(k, v)
+			code, b, header := e.send(method, tc.path, ctype, tc.body, auth(tc.body))
+			if code != tc.code {
+				t.Fatalf("got %d, want %d: %s", code, tc.code, b)
 			}
-			resp, err := noRedirects.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != tc.code {
-				t.Fatalf("got %d, want %d: %s", resp.StatusCode, tc.code, b)
-			}
-			for _, p := range doc.checkAnswer(tc.path, resp.StatusCode, resp.Header, string(b)) {
-				t.Errorf("%d answer: %s", resp.StatusCode, p)
+			for _, p := range doc.checkAnswer(tc.path, code, header, b) {
+				t.Errorf("%d answer: %s", code, p)
 			}
 			var env struct {
 				Error struct{ Status string } `json:"error"`
 			}
-			json.Unmarshal(b, &env)
+			json.Unmarshal([]byte(b), &env)
 			if seen[tc.path] == nil {
 				seen[tc.path] = map[string][]string{}
 			}
-			code := strconv.Itoa(resp.StatusCode)
-			seen[tc.path][code] = append(seen[tc.path][code], env.Error.Status)
+			status := strconv.Itoa(code)
+			seen[tc.path][status] = append(seen[tc.path][status], env.Error.Status)
 		})
 	}
 

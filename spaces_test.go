@@ -31,8 +31,17 @@ func signBody(secret string, t time.Time, body []byte) string {
 // status and body.
 func (e *testEnv) post(function, body string, header map[string]string) (int, string, http.Header) {
 	e.t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, e.base+"/"+function, strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
+	return e.send(http.MethodPost, "/"+function, "application/json", body, header)
+}
+
+// send makes one request to the Functions Framework with the given method,
+// path, Content-Type and headers (an empty value removes a header), and
+// returns the status, the body and the headers of the answer. Header
+// values are recorded as secrets for the log-leak check.
+func (e *testEnv) send(method, path, contentType, body string, header map[string]string) (int, string, http.Header) {
+	e.t.Helper()
+	req, _ := http.NewRequest(method, e.base+path, strings.NewReader(body))
+	req.Header.Set("Content-Type", contentType)
 	for k, v := range header {
 		if v == "" {
 			req.Header.Del(k)
@@ -43,7 +52,7 @@ func (e *testEnv) post(function, body string, header map[string]string) (int, st
 	}
 	resp, err := noRedirects.Do(req)
 	if err != nil {
-		e.t.Fatalf("POST %s: %v", function, err)
+		e.t.Fatalf("%s %s: %v", method, path, err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
@@ -272,19 +281,9 @@ func TestCreateSpaceBadRequests(t *testing.T) {
 		{"trailing data", http.MethodPost, "application/json", `{"user":"alice@example.com","displayName":"x"} {}`, 400, statusInvalidArgument, "after the JSON"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			req, _ := http.NewRequest(tc.method, e.base+"/CreateSpace", strings.NewReader(tc.body))
-			req.Header.Set("Content-Type", tc.contentType)
-			for k, v := range sign(tc.body) {
-				req.Header.Set(k, v)
-			}
-			resp, err := noRedirects.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != tc.code {
-				t.Fatalf("got %d, want %d: %s", resp.StatusCode, tc.code, b)
+			code, b, _ := e.send(tc.method, "/CreateSpace", tc.contentType, tc.body, sign(tc.body))
+			if code != tc.code {
+				t.Fatalf("got %d, want %d: %s", code, tc.code, b)
 			}
 			checkJSONBody(t, string(b), tc.code, tc.status)
 			if !strings.Contains(string(b), tc.inMessage) && !strings.Contains(string(b), strings.ReplaceAll(tc.inMessage, `"`, `\"`)) {
