@@ -3,6 +3,7 @@ package fsemulator
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -127,6 +128,10 @@ func TestEmulator(t *testing.T) {
 	if len(emulatorProcesses(t, host)) == 0 {
 		t.Fatalf("found no emulator process for %s while it runs; the leak check below would prove nothing", host)
 	}
+	pgids := processGroups(t, host)
+	if len(pgids) == 0 {
+		t.Fatalf("found no process group for the emulator on %s", host)
+	}
 	if err := e.Stop(); err != nil {
 		t.Fatalf("Stop: %v", err)
 	}
@@ -136,10 +141,78 @@ func TestEmulator(t *testing.T) {
 	if left := emulatorProcesses(t, host); len(left) > 0 {
 		t.Errorf("after Stop: got processes %q, want none", left)
 	}
-	if conn, err := net.DialTimeout("tcp", host, time.Second); err == nil {
-		conn.Close()
-		t.Errorf("after Stop: %s still accepts connections", host)
+	// Every process of the emulator's group is gone, children that do not
+	// name the port included. (Probing the port instead would race: go test
+	// runs packages in parallel, and another package's emulator may bind a
+	// port the moment it is freed.)
+	for pgid := range pgids {
+		if left := groupMembers(t, pgid); len(left) > 0 {
+			t.Errorf("after Stop: process group %d still has %q", pgid, left)
+		}
 	}
+}
+
+// processGroups returns the process groups of the emulator processes for
+// host.
+func processGroups(t *testing.T, host string) map[int]bool {
+	t.Helper()
+	groups := map[int]bool{}
+	for _, p := range procs(t) {
+		port := host[strings.LastIndex(host, ":")+1:]
+		if strings.Contains(p.cmd, "firestore") && (strings.Contains(p.cmd, "--port="+port) || strings.Contains(p.cmd, "--host-port="+host)) {
+			groups[p.pgid] = true
+		}
+	}
+	return groups
+}
+
+// groupMembers returns the live (not zombie) processes of a group.
+func groupMembers(t *testing.T, pgid int) []string {
+	t.Helper()
+	var out []string
+	for _, p := range procs(t) {
+		if p.pgid == pgid && p.state != "Z" {
+			out = append(out, fmt.Sprintf("%d %s", p.pid, p.cmd))
+		}
+	}
+	return out
+}
+
+type proc struct {
+	pid, pgid int
+	state     string
+	cmd       string
+}
+
+// procs reads /proc: each process's id, group, state and command line.
+func procs(t *testing.T) []proc {
+	t.Helper()
+	dirs, err := filepath.Glob("/proc/[0-9]*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []proc
+	for _, dir := range dirs {
+		stat, err := os.ReadFile(filepath.Join(dir, "stat"))
+		if err != nil {
+			continue // exited
+		}
+		// pid (comm) state ppid pgrp ...; comm may hold spaces, so split
+		// after its closing parenthesis.
+		rest := string(stat[strings.LastIndexByte(string(stat), ')')+1:])
+		f := strings.Fields(rest)
+		if len(f) < 3 {
+			continue
+		}
+		var p proc
+		fmt.Sscan(filepath.Base(dir), &p.pid)
+		fmt.Sscan(f[2], &p.pgid)
+		p.state = f[0]
+		cmd, _ := os.ReadFile(filepath.Join(dir, "cmdline"))
+		p.cmd = strings.ReplaceAll(string(cmd), "\x00", " ")
+		out = append(out, p)
+	}
+	return out
 }
 
 // TestStopAndBack is the fault test's pattern: Firestore goes away under a
