@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -247,11 +248,23 @@ func FuzzCreateSpaceRequest(f *testing.F) {
 		`{"user":"alice@example.com","displayName":"x","members":["users/1","USERS/1"]}`,
 		"{\"user\":\"alice@example.com\",\"displayName\":\"\xff\"}",
 		`[]`, `null`, ``,
+		// The fast path's scan: brackets, commas and quotes inside strings,
+		// nesting, white space everywhere, escaped and repeated keys.
+		` { "user" : "a@b.c" , "displayName" : "x,}]{[\"y" , "members" : [ "users/1" , "users/2" ] } `,
+		`{"user":"a@b.c","displayName":"x"}{}`,
+		`{"user":"a@b.c","displayName":"x"}}`,
+		`{"user":"a@b.c","displayName":{"a":[1,{"b":"}"}]}}`,
+		`{"\u0075ser":"a@b.c","displayName":"x"}`,
+		`{"user":"a@b.c","user":"b@b.c","displayName":"x"}`,
+		`{"user":"a@b.c",,"displayName":"x"}`,
+		`{"user":"a@b.c","displayName":"x",}`,
+		`{"user" "a@b.c"}`, `{"user":}`, `{"user":"a@b.c"`, `{}`, `{ }`, `{"user":tru e}`,
 	} {
 		f.Add([]byte(s))
 	}
 	names := jsonNames(&createSpaceRequest{})
 	f.Fuzz(func(t *testing.T, body []byte) {
+		checkStrictPaths(t, body, names)
 		var q createSpaceRequest
 		err := decodeStrict(body, &q)
 		if err == nil {
@@ -418,6 +431,30 @@ func (v *idTokenVerifiers) genuine(tok string) bool {
 // a genuine signature (checked here independently); an accepted caller has
 // the claims the checks require; a refusal is UNAUTHENTICATED, or
 // UNAVAILABLE when keys cannot be fetched.
+// checkStrictPaths holds decodeStrict's fast path to its full checks: a
+// body the fast path (scanKeys, then json.Unmarshal) accepts must pass the
+// full checks with the same result, and a well-formed body without escaped
+// keys that the full checks accept must take the fast path, or the fast
+// path would be a slow path in disguise.
+func checkStrictPaths(t *testing.T, body []byte, names map[string]bool) {
+	t.Helper()
+	if !utf8.Valid(body) {
+		return
+	}
+	var fast, slow createSpaceRequest
+	fastOK := scanKeys(body, names) && json.Unmarshal(body, &fast) == nil
+	slowErr := decodeStrictSlow(body, &slow, names)
+	if fastOK && slowErr != nil {
+		t.Fatalf("the fast path accepted %q, the full checks refuse it: %v", body, slowErr)
+	}
+	if fastOK && !reflect.DeepEqual(fast, slow) {
+		t.Fatalf("the paths decoded %q differently: fast %+v, full %+v", body, fast, slow)
+	}
+	if !fastOK && slowErr == nil && !bytes.Contains(body, []byte(`\`)) {
+		t.Fatalf("the full checks accept %q but the fast path does not", body)
+	}
+}
+
 func FuzzIDToken(f *testing.F) {
 	v := newIDTokenVerifiers(f)
 	now := time.Now()

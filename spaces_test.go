@@ -11,12 +11,14 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/chatauth/chatauth/internal/fakegoogle"
+	"google.golang.org/api/chat/v1"
 )
 
 // signBody returns the X-Signature header for body at time t.
@@ -279,6 +281,8 @@ func TestCreateSpaceBadRequests(t *testing.T) {
 		{"bad requestId", http.MethodPost, "application/json", `{"user":"alice@example.com","displayName":"x","requestId":"a b"}`, 400, statusInvalidArgument, "requestId"},
 		{"invalid UTF-8", http.MethodPost, "application/json", "{\"user\":\"alice@example.com\",\"displayName\":\"\xff\"}", 400, statusInvalidArgument, "UTF-8"},
 		{"trailing data", http.MethodPost, "application/json", `{"user":"alice@example.com","displayName":"x"} {}`, 400, statusInvalidArgument, "after the JSON"},
+		{"a stray closing brace", http.MethodPost, "application/json", `{"user":"alice@example.com","displayName":"x"}}`, 400, statusInvalidArgument, "after the JSON"},
+		{"a stray closing bracket", http.MethodPost, "application/json", `{"user":"alice@example.com","displayName":"x"} ]`, 400, statusInvalidArgument, "after the JSON"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, b, _ := e.send(tc.method, "/CreateSpace", tc.contentType, tc.body, sign(tc.body))
@@ -578,5 +582,63 @@ func TestDisplayNameCharacters(t *testing.T) {
 		if err := q.validate(); (err == nil) != ok {
 			t.Errorf("%q: got %v, want accepted %v", name, err, ok)
 		}
+	}
+}
+
+// fullSpace has every kind of field a Space answer can carry, the nested
+// messages and characters encoding/json escapes among them.
+func fullSpace() *chat.Space {
+	return &chat.Space{
+		Name: "spaces/AAAA", DisplayName: `Incident <4711> & "friends" é 🙂`, SpaceType: "SPACE", Type: "ROOM",
+		SpaceUri: "https://chat.google.com/room/AAAA?cls=11", CreateTime: "2026-11-26T07:00:00Z",
+		LastActiveTime: "2026-11-26T07:00:01Z", Customer: "customers/my_customer",
+		SpaceThreadingState: "THREADED_MESSAGES", SpaceHistoryState: "HISTORY_ON", Threaded: true,
+		ExternalUserAllowed: true, AdminInstalled: false, ImportMode: false,
+		SpaceDetails:       &chat.SpaceDetails{Description: "disk\nfull", Guidelines: "be kind"},
+		MembershipCount:    &chat.MembershipCount{JoinedDirectHumanUserCount: 3, JoinedGroupCount: 1},
+		AccessSettings:     &chat.AccessSettings{AccessState: "PRIVATE", Audience: "audiences/default"},
+		PermissionSettings: &chat.PermissionSettings{ManageMembersAndGroups: &chat.PermissionSetting{ManagersAllowed: true}},
+	}
+}
+
+// TestSpaceJSON: CreateSpace answers the Space without chat.Space's
+// MarshalJSON; the JSON must mean exactly what the method's does.
+func TestSpaceJSON(t *testing.T) {
+	for _, sp := range []*chat.Space{fullSpace(), {Name: "spaces/B", SpaceType: "GROUP_CHAT"}, {}} {
+		want, err := json.Marshal(sp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false) // as writeJSON does
+		if err := enc.Encode((*plainSpace)(sp)); err != nil {
+			t.Fatal(err)
+		}
+		var gotV, wantV any
+		if err := json.Unmarshal(buf.Bytes(), &gotV); err != nil {
+			t.Fatal(err)
+		}
+		json.Unmarshal(want, &wantV)
+		if !reflect.DeepEqual(gotV, wantV) {
+			t.Errorf("got %s\nwant %s", buf.Bytes(), want)
+		}
+	}
+}
+
+// BenchmarkSpaceJSON: writeJSON's encoding of a Space answer, through
+// chat.Space's MarshalJSON and without it.
+func BenchmarkSpaceJSON(b *testing.B) {
+	sp := fullSpace()
+	for _, c := range []struct {
+		name string
+		v    any
+	}{{"MarshalJSON", sp}, {"plain", (*plainSpace)(sp)}} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				writeJSON(httptest.NewRecorder(), http.StatusOK, c.v)
+			}
+		})
 	}
 }
