@@ -87,6 +87,9 @@ func rawTokens(t *testing.T, s tokenStore) map[string]string {
 		case *encryptedStore:
 			s = w.tokenStore
 			continue
+		case *forgettingStore:
+			s = w.tokenStore
+			continue
 		}
 		break
 	}

@@ -152,14 +152,17 @@ type credentials interface {
 	accessToken(ctx context.Context, force bool) (string, error)
 }
 
-// storedConsent is a user's stored consent (tokens.go refreshes it).
+// storedConsent is a user's stored consent: the access token it had when
+// read (tokens.go refreshes it).
 type storedConsent struct {
-	s   *server
-	rec *tokenRecord
+	s      *server
+	sub    string
+	token  string
+	expiry time.Time
 }
 
 func (c storedConsent) accessToken(ctx context.Context, force bool) (string, error) {
-	return c.s.accessToken(ctx, c.rec, force)
+	return c.s.accessToken(ctx, c.sub, c.token, c.expiry, force)
 }
 
 // delegatedUser is a user acted for through domain-wide delegation.
@@ -197,13 +200,24 @@ func (s *server) lookupUser(ctx context.Context, user, email string) (*principal
 	return s.consented(ctx, user)
 }
 
-// consented is user's stored consent.
+// consented is user's stored consent, from the instance's token cache
+// when it has the user (tokens.go).
 func (s *server) consented(ctx context.Context, user string) (*principal, error) {
+	key := user
+	if !strings.HasPrefix(user, "users/") {
+		key = strings.ToLower(user)
+	}
+	now := s.now()
+	if e, ok := s.tokens.get(key, now); ok {
+		return &principal{Sub: e.sub, Email: e.email, via: credentialConsent, creds: storedConsent{s, e.sub, e.accessToken, e.expiry}}, nil
+	}
+	gen := s.tokens.generation()
 	rec, err := s.lookupConsent(ctx, user)
 	if err != nil {
 		return nil, err
 	}
-	return &principal{Sub: rec.Sub, Email: rec.Email, via: credentialConsent, creds: storedConsent{s, rec}}, nil
+	s.tokens.put(key, gen, rec, now)
+	return &principal{Sub: rec.Sub, Email: rec.Email, via: credentialConsent, creds: storedConsent{s, rec.Sub, rec.AccessToken, rec.Expiry}}, nil
 }
 
 // delegated is subject acted for through delegation, if the allow-list

@@ -33,6 +33,8 @@ func firestoreOf(t *testing.T, s tokenStore) *firestoreStore {
 			s = w.tokenStore
 		case *encryptedStore:
 			s = w.tokenStore
+		case *forgettingStore:
+			s = w.tokenStore
 		case *firestoreStore:
 			return w
 		default:
@@ -65,9 +67,11 @@ func timed(f func()) time.Duration {
 }
 
 // TestFaultFirestoreOutage stops the Firestore emulator in the middle of a
-// run and starts it again. While it is away every function answers 503
-// with Retry-After within the store's bound, and spends nothing upstream:
-// no space is created, no code is redeemed, nothing is revoked. Once it is
+// run and starts it again. While it is away a user in the instance's token
+// cache is still served, until the cache's bound; after that every
+// function answers 503 with Retry-After within the store's bound, and
+// spends nothing upstream: no space is created, no code is redeemed,
+// nothing is revoked. Once it is
 // back the same server instance — no restart of the function — serves
 // again. The emulator keeps its data in memory, so it comes back empty (a
 // real Firestore outage loses nothing); the test connects again and
@@ -81,6 +85,9 @@ func TestFaultFirestoreOutage(t *testing.T) {
 	if emulator == nil {
 		t.Skip("FIRESTORE_EMULATOR_HOST names an emulator this test cannot stop")
 	}
+	// A cache bound of a minute, so that the cached create below cannot
+	// outlive it on a slow machine.
+	e.restart(func(o *serverOptions) { o.tokenCacheTTL = time.Minute })
 	const bound = 2 * time.Second
 	firestoreOf(t, e.srv.store).timeout = bound
 	e.connect()
@@ -103,6 +110,13 @@ func TestFaultFirestoreOutage(t *testing.T) {
 			}
 		}
 	})
+
+	// A user this instance served within the token cache's bound is
+	// served again without the store.
+	if code, body := e.signed("CreateSpace", spaceRequest("Cached during the outage", "outage-cached")); code != 200 {
+		t.Errorf("CreateSpace for a cached user during the outage: got %d, want 200: %s", code, body)
+	}
+	e.clock.Advance(time.Minute) // past the cache's bound: the store is needed again
 
 	before := readCounters(e.google)
 	outage := []struct {

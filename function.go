@@ -96,6 +96,7 @@ type server struct {
 	chat           *chat.Service      // shared by all users; the token rides in the context
 	chatDeadline   time.Duration      // bound on a CreateSpace's upstream work, retries included
 	refreshes      singleflight.Group // one refresh per user at a time on this instance
+	tokens         *tokenCache        // recently read access tokens (tokens.go)
 	chatAuth       *chatAuth          // verifies Google Chat's requests; nil: ChatEvents is off
 	tickets        tink.AEAD          // seals the tickets of Chat's consent prompts (the token keyset)
 	delegation     *delegator         // domain-wide delegation; nil: CREDENTIAL_SOURCE=consent
@@ -111,6 +112,7 @@ type serverOptions struct {
 	certsClient   *http.Client  // fetches Google's ID-token keys; default httpClient
 	iamClient     *http.Client  // calls the IAM Credentials API for keyless delegation; default: Application Default Credentials
 	chatDeadline  time.Duration // default 30 s
+	tokenCacheTTL time.Duration // default tokenCacheTTL; negative: no cache
 	now           func() time.Time
 	logger        *slog.Logger
 }
@@ -132,6 +134,9 @@ func newServer(ctx context.Context, cfg Config, o serverOptions) (*server, error
 	}
 	if o.chatDeadline == 0 {
 		o.chatDeadline = 30 * time.Second
+	}
+	if o.tokenCacheTTL == 0 {
+		o.tokenCacheTTL = tokenCacheTTL
 	}
 	s := &server{cfg: cfg, http: o.httpClient, now: o.now, log: o.logger, chatDeadline: o.chatDeadline,
 		secrets: &secretReader{opts: o.secretManager, wait: o.secretWait}}
@@ -225,7 +230,8 @@ func newServer(ctx context.Context, cfg Config, o serverOptions) (*server, error
 	if err != nil {
 		return nil, err
 	}
-	s.store = &encryptedStore{tokenStore: s.store, c: cipher}
+	s.tokens = newTokenCache(o.tokenCacheTTL)
+	s.store = &forgettingStore{tokenStore: &encryptedStore{tokenStore: s.store, c: cipher}, cache: s.tokens}
 	built = true
 	return s, nil
 }

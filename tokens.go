@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -57,16 +58,16 @@ func (s *server) notAuthorized(user, email string, cause error) *Error {
 	}
 }
 
-// accessToken returns an access token for rec that is valid for at least
-// expiryMargin, refreshing it when needed. force refreshes even a token
-// that looks valid (the Chat API just refused it).
-func (s *server) accessToken(ctx context.Context, rec *tokenRecord, force bool) (string, error) {
-	if !force && rec.AccessToken != "" && s.now().Add(expiryMargin).Before(rec.Expiry) {
-		return rec.AccessToken, nil
+// accessToken returns an access token for sub that is valid for at least
+// expiryMargin: token, read with its expiry, or a refreshed one. force
+// refreshes even a token that looks valid (the Chat API just refused it).
+func (s *server) accessToken(ctx context.Context, sub, token string, expiry time.Time, force bool) (string, error) {
+	if !force && token != "" && s.now().Add(expiryMargin).Before(expiry) {
+		return token, nil
 	}
 	// Concurrent requests for one user on this instance share one refresh.
-	return sharedFetch(ctx, &s.refreshes, rec.Sub, 30*time.Second, func(ctx context.Context) (string, error) {
-		return s.refresh(ctx, rec.Sub, force)
+	return sharedFetch(ctx, &s.refreshes, sub, 30*time.Second, func(ctx context.Context) (string, error) {
+		return s.refresh(ctx, sub, force)
 	})
 }
 
@@ -189,4 +190,118 @@ func (s *server) refreshError(ctx context.Context, rec *tokenRecord, err error) 
 	}
 	// Other failures pass: the record is kept as it is.
 	return s.exchangeError(err, rec.Email)
+}
+
+// tokenCacheTTL bounds how long an instance serves a user's access token
+// from memory instead of reading the store (issue 8). A write on this
+// instance (a refresh, a new consent, Disconnect, needs_reauth) takes
+// effect at once; a write on another instance takes effect within the
+// bound. In practice a Disconnect elsewhere takes effect at once too: it
+// revokes the grant at Google, so the Chat API refuses the cached access
+// token, and the forced refresh that follows reads the store.
+const tokenCacheTTL = 5 * time.Second
+
+// tokenCacheMax bounds the users kept; when full, the cache starts over.
+const tokenCacheMax = 4096
+
+// tokenCache holds, per user as a request named them ("users/{id}" or a
+// lowercase email), the part of a usable stored consent that a warm
+// CreateSpace needs: never the refresh token. Safe for concurrent use; a
+// nil *tokenCache keeps nothing.
+type tokenCache struct {
+	ttl time.Duration // 0: off
+
+	mu      sync.Mutex
+	gen     uint64 // counts token writes on this instance
+	entries map[string]cachedToken
+}
+
+type cachedToken struct {
+	sub, email, accessToken string
+	expiry                  time.Time // the access token's
+	until                   time.Time // the entry's
+}
+
+func newTokenCache(ttl time.Duration) *tokenCache {
+	return &tokenCache{ttl: ttl, entries: make(map[string]cachedToken)}
+}
+
+// get returns user's entry if it is younger than the bound and its access
+// token is good for at least expiryMargin more.
+func (c *tokenCache) get(user string, now time.Time) (cachedToken, bool) {
+	if c == nil || c.ttl <= 0 {
+		return cachedToken{}, false
+	}
+	c.mu.Lock()
+	e, ok := c.entries[user]
+	c.mu.Unlock()
+	if !ok || !now.Before(e.until) || !now.Add(expiryMargin).Before(e.expiry) {
+		return cachedToken{}, false
+	}
+	return e, true
+}
+
+// generation is the count of token writes so far; put takes it from
+// before the store read, so that a read that raced a write is not kept.
+func (c *tokenCache) generation() uint64 {
+	if c == nil {
+		return 0
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gen
+}
+
+// put keeps rec's access token for user, unless a token write happened
+// since gen was taken.
+func (c *tokenCache) put(user string, gen uint64, rec *tokenRecord, now time.Time) {
+	if c == nil || c.ttl <= 0 || rec.AccessToken == "" {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gen != gen {
+		return
+	}
+	if len(c.entries) >= tokenCacheMax {
+		clear(c.entries)
+	}
+	c.entries[user] = cachedToken{sub: rec.Sub, email: rec.Email, accessToken: rec.AccessToken, expiry: rec.Expiry, until: now.Add(c.ttl)}
+}
+
+// forget drops every entry of sub and fails the puts of reads that
+// started before it.
+func (c *tokenCache) forget(sub string) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	for user, e := range c.entries {
+		if e.sub == sub {
+			delete(c.entries, user)
+		}
+	}
+}
+
+// forgettingStore is the server's token store: every token write through
+// it also drops the writer's user from the instance's cache, before the
+// write (so no request starts from the old token after it) and after it
+// (so no read that raced it is kept).
+type forgettingStore struct {
+	tokenStore
+	cache *tokenCache
+}
+
+func (s *forgettingStore) updateToken(ctx context.Context, sub string, fn func(cur *tokenRecord) (*tokenRecord, error)) error {
+	s.cache.forget(sub)
+	defer s.cache.forget(sub)
+	return s.tokenStore.updateToken(ctx, sub, fn)
+}
+
+func (s *forgettingStore) deleteToken(ctx context.Context, sub string) error {
+	s.cache.forget(sub)
+	defer s.cache.forget(sub)
+	return s.tokenStore.deleteToken(ctx, sub)
 }
