@@ -236,7 +236,18 @@ type process struct {
 	pgid int
 	out  *tailBuffer
 	done chan struct{} // closed once cmd.Wait has returned
+	// lifeline is the write end of the watchdog's standard input: while
+	// this process holds it open, the emulator lives.
+	lifeline *os.File
 }
+
+// watchdog runs "$@" (gcloud) in place of the shell, after starting a
+// background reader of the shell's standard input that kills the process
+// group once that input closes. The reader's own output goes nowhere, so
+// that it never keeps the emulator's output pipe open.
+const watchdog = `exec 3<&0 </dev/null
+{ read -r _ <&3; kill -KILL 0; } >/dev/null 2>&1 &
+exec 3<&- "$@"`
 
 // launch runs the emulator on host and waits until it answers. On failure
 // it leaves no process behind.
@@ -246,7 +257,20 @@ func launch(ctx context.Context, host string) (*process, error) {
 
 	out := &tailBuffer{limit: outputLimit}
 	// The emulator must outlive ctx, so this is not exec.CommandContext.
-	cmd := exec.Command("gcloud", "emulators", "firestore", "start", "--host-port="+host, "--quiet")
+	// It must not outlive this process, though, however it ends: a test
+	// that panics runs no cleanup, and its emulator would serve on, holding
+	// half a gigabyte. So gcloud starts under a watchdog: a shell that
+	// reads its standard input, a pipe only this process writes, and kills
+	// the whole group when it closes — which the kernel does when this
+	// process exits, even by SIGKILL. The shell then execs gcloud, which
+	// so stays the group's leader.
+	watchIn, lifeline, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("fsemulator: %w", err)
+	}
+	defer watchIn.Close() // the shell has its own copy
+	cmd := exec.Command("/bin/sh", "-c", watchdog, "sh", "gcloud", "emulators", "firestore", "start", "--host-port="+host, "--quiet")
+	cmd.Stdin = watchIn
 	// gcloud would otherwise try to reach Google to report usage and look
 	// for updates, which only slows a start on a machine without Internet.
 	cmd.Env = append(os.Environ(),
@@ -265,9 +289,10 @@ func launch(ctx context.Context, host string) (*process, error) {
 	// must not block on the pipe forever.
 	cmd.WaitDelay = 2 * time.Second
 	if err := cmd.Start(); err != nil {
+		lifeline.Close()
 		return nil, fmt.Errorf("fsemulator: start gcloud: %w", err)
 	}
-	p := &process{host: host, cmd: cmd, pgid: cmd.Process.Pid, out: out, done: make(chan struct{})}
+	p := &process{host: host, cmd: cmd, pgid: cmd.Process.Pid, out: out, done: make(chan struct{}), lifeline: lifeline}
 	go func() {
 		// The exit status says nothing useful: gcloud exits 0 even when the
 		// emulator failed, and a stopped emulator dies of a signal.
@@ -327,6 +352,7 @@ func (p *process) answers(ctx context.Context, client *http.Client) bool {
 // then SIGKILL for whatever is left after stopGrace. It returns once the
 // launcher has been reaped and no live process remains in the group.
 func (p *process) stop() error {
+	defer p.lifeline.Close()
 	signalGroup(p.pgid, syscall.SIGTERM)
 	if p.waitGone(stopGrace) {
 		return nil

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -298,5 +300,39 @@ func TestAvailableExplainsInstall(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("got error %q, want it to contain %q", err, want)
 		}
+	}
+}
+
+// TestDiesWithItsStarter: an emulator whose starter exits without
+// stopping it — a test that panicked, a killed test binary — goes with it.
+// The starter is this test binary run again in a mode that starts an
+// emulator, prints its process group and kills itself.
+func TestDiesWithItsStarter(t *testing.T) {
+	if os.Getenv("FSEMULATOR_STARTER") == "1" {
+		e, err := Start(context.Background())
+		if err != nil {
+			fmt.Println("error:", err)
+			os.Exit(1)
+		}
+		fmt.Printf("pgid %d\n", e.proc.pgid)
+		os.Stdout.Sync()
+		syscall.Kill(os.Getpid(), syscall.SIGKILL) // no cleanup of any kind
+		select {}
+	}
+	requireEmulator(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestDiesWithItsStarter$")
+	cmd.Env = append(os.Environ(), "FSEMULATOR_STARTER=1")
+	out, _ := cmd.Output()
+	var pgid int
+	if _, err := fmt.Sscanf(string(out), "pgid %d", &pgid); err != nil {
+		t.Fatalf("the starter did not start an emulator: %q", out)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for groupAlive(pgid) {
+		if time.Now().After(deadline) {
+			syscall.Kill(-pgid, syscall.SIGKILL)
+			t.Fatalf("the emulator's process group %d outlived its starter by 30 s", pgid)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
