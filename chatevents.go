@@ -16,7 +16,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -75,8 +74,6 @@ const (
 	chatRedirectPrefix = "https://chat.google.com/"
 )
 
-var projectNumberPattern = regexp.MustCompile(`^[0-9]{1,20}$`)
-
 // checkChatAudience validates CHAT_AUDIENCE_TYPE and CHAT_AUDIENCE for
 // loadConfig. Both empty is valid: ChatEvents is then off.
 func checkChatAudience(typ, aud string) []string {
@@ -95,7 +92,7 @@ func checkChatAudience(typ, aud string) []string {
 		}
 		return nil
 	case chatAudienceProject:
-		if !projectNumberPattern.MatchString(aud) {
+		if !isDigits(aud, 20) {
 			return []string{"CHAT_AUDIENCE: with CHAT_AUDIENCE_TYPE=PROJECT_NUMBER it must be the Chat app's Google Cloud project number (digits, not the project id)"}
 		}
 		return nil
@@ -399,7 +396,7 @@ func (s *server) openTicket(raw string) (*chatTicket, error) {
 		return nil, invalid
 	}
 	var t chatTicket
-	if err := json.Unmarshal(pt, &t); err != nil || !userIDPattern.MatchString(t.User) {
+	if err := json.Unmarshal(pt, &t); err != nil || !isUserID(t.User) {
 		return nil, invalid
 	}
 	if s.now().Unix() >= t.Exp {
@@ -583,7 +580,7 @@ func (s *server) chatEvent(ctx context.Context, ev *chatEvent) chatReply {
 	if actor == nil || actor.Type == "BOT" {
 		return chatReply{}
 	}
-	if !userIDPattern.MatchString(actor.Name) {
+	if !isUserID(actor.Name) {
 		return chatReply{Text: "I can only act for a person signed in to Google Chat."}
 	}
 	cmd, arg := ev.command()
@@ -659,7 +656,7 @@ func (m *chatEventMessage) mentions(actor string) (members, texts []string) {
 		if t := mentionText(m.Text, a); t != "" {
 			texts = append(texts, t)
 		}
-		if u.Type == "BOT" || !userIDPattern.MatchString(u.Name) || seen[u.Name] {
+		if u.Type == "BOT" || !isUserID(u.Name) || seen[u.Name] {
 			continue
 		}
 		seen[u.Name] = true

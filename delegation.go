@@ -553,8 +553,6 @@ func (d *delegator) clientRef(ctx context.Context) string {
 	return id
 }
 
-var uniqueIDPattern = regexp.MustCompile(`^[0-9]{1,32}$`)
-
 func (d *delegator) lookupClientID(ctx context.Context) (string, error) {
 	if d.iam == nil {
 		return "", errors.New("no IAM Credentials client")
@@ -574,7 +572,7 @@ func (d *delegator) lookupClientID(ctx context.Context) (string, error) {
 	var c struct {
 		Sub string `json:"sub"`
 	}
-	if len(parts) != 3 || decodeJWTPart(parts[1], &c) != nil || !uniqueIDPattern.MatchString(c.Sub) {
+	if len(parts) != 3 || decodeJWTPart(parts[1], &c) != nil || !isDigits(c.Sub, 32) {
 		return "", errors.New("iamcredentials: generateIdToken: no numeric sub in the ID token")
 	}
 	return c.Sub, nil

@@ -554,7 +554,7 @@ func FuzzChatEvent(f *testing.F) {
 			members, texts := m.mentions(actor)
 			seen := map[string]bool{}
 			for _, u := range members {
-				if !userIDPattern.MatchString(u) || u == actor || seen[u] {
+				if !isUserID(u) || u == actor || seen[u] {
 					t.Fatalf("mention %q: not a user, the actor, or repeated", u)
 				}
 				seen[u] = true

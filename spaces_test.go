@@ -642,3 +642,25 @@ func BenchmarkSpaceJSON(b *testing.B) {
 		})
 	}
 }
+
+func TestIsUserID(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want bool
+	}{
+		{"users/1", true},
+		{"users/" + strings.Repeat("9", 64), true},
+		{"users/" + strings.Repeat("9", 65), false},
+		{"users/", false},
+		{"users/12a", false},
+		{"users/-1", false},
+		{"users/１２", false}, // fullwidth digits
+		{"Users/1", false},
+		{"users/1 ", false},
+		{"1", false},
+	} {
+		if got := isUserID(tc.in); got != tc.want {
+			t.Errorf("isUserID(%q): got %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}
