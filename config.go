@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"strings"
 )
 
@@ -138,6 +139,7 @@ func loadConfig(getenv func(string) string) (Config, error) {
 
 	invalid = append(invalid, checkChatAudience(c.ChatAudienceType, c.ChatAudience)...)
 	invalid = append(invalid, checkDelegation(&c)...)
+	invalid = append(invalid, unbuilt(c)...)
 
 	var errs []string
 	if len(missing) > 0 {
@@ -148,6 +150,20 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		return c, &ConfigError{Problems: errs}
 	}
 	return c, nil
+}
+
+// CheckBuild reports, as a *ConfigError, the settings in the environment
+// that need a Google client this binary was built without (-tags
+// localonly, see localonly.go); in the full build it is always nil. The
+// functions refuse those settings on their first request too; cmd/local
+// calls CheckBuild before it serves, so that it stops at once and says
+// why.
+func CheckBuild() error {
+	c, _ := loadConfig(os.Getenv)
+	if problems := unbuilt(c); len(problems) > 0 {
+		return &ConfigError{Problems: problems}
+	}
+	return nil
 }
 
 // ConfigError reports everything wrong with the configuration at once.

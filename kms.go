@@ -6,13 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"regexp"
-	"slices"
 	"time"
 
-	"github.com/tink-crypto/tink-go-gcpkms/v2/integration/gcpkms"
 	"github.com/tink-crypto/tink-go/v2/aead"
 	"github.com/tink-crypto/tink-go/v2/keyset"
 	"github.com/tink-crypto/tink-go/v2/tink"
@@ -44,8 +41,9 @@ const kmsUnwrapTimeout = 10 * time.Second
 // the bytes are a Tink encrypted keyset (JSON, as written by
 // `tinkey create-keyset --master-key-uri gcp-kms://…` or keyset.Handle.Write
 // with a KMS AEAD). It is unwrapped once, here, by one Cloud KMS decrypt
-// call (tink-go-gcpkms over REST, the client built with kmsOpts), and the
-// cipher keeps the unwrapped keyset in memory: it never calls KMS again, so
+// call (kmsAEAD: tink-go-gcpkms over REST, the client built with kmsOpts;
+// a build with -tags localonly refuses it), and the cipher keeps the
+// unwrapped keyset in memory: it never calls KMS again, so
 // requests neither wait on KMS nor fail with it, and the KMS bill is one
 // call per instance. The trade-off is the usual one of envelope encryption
 // at start-up: disabling the KMS key stops new instances, not running ones.
@@ -81,24 +79,11 @@ func loadTokenCipher(ctx context.Context, keysetJSON []byte, kmsKeyURI string, k
 		return nil, errors.New(`crypto: token keyset is not a valid encrypted Tink keyset: want the JSON tinkey writes, {"encryptedKeyset": "…", "keysetInfo": {…}}`)
 	}
 
-	// The client's logger is always a discarding one: with
-	// GOOGLE_SDK_GO_LOGGING_LEVEL=debug the default one writes whole
-	// response bodies to stderr, and this response is the keyset in the
-	// clear. It comes last so that no option given here can undo it.
-	apiOpts := append(slices.Clip(kmsOpts), option.WithLogger(slog.New(slog.DiscardHandler)))
-	client, err := gcpkms.NewClient(ctx, kmsKeyURI,
-		gcpkms.WithTransport(gcpkms.TransportREST),
-		gcpkms.WithGoogleAPIClientOptions(apiOpts...))
+	kek, closeKMS, err := kmsAEAD(ctx, kmsKeyURI, kmsOpts)
 	if err != nil {
-		// Without credentials (no service account, no ADC) nothing will
-		// change on the next request: this is a deployment fault.
-		return nil, fmt.Errorf("crypto: new Cloud KMS client for %s: %w", kmsKeyURI, err)
+		return nil, err
 	}
-	defer client.Close()
-	kek, err := client.GetAEAD(kmsKeyURI)
-	if err != nil {
-		return nil, fmt.Errorf("crypto: Cloud KMS AEAD for %s: %w", kmsKeyURI, err)
-	}
+	defer closeKMS()
 	ctx, cancel := context.WithTimeout(ctx, kmsUnwrapTimeout)
 	defer cancel()
 	unwrap := &kmsUnwrapper{ctx: ctx, kek: kek}

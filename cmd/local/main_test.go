@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -34,7 +35,7 @@ var configVars = []string{
 	"GOOGLE_CLOUD_PROJECT", "CLIENT_SECRETS", "WEBHOOK_SECRETS", "REDIRECT_URL", "PUBLIC_URL",
 	"ALLOWED_AUDIENCES", "TRUSTED_CALLERS", "STORE", "DATA_DIR", "FIRESTORE_DATABASE",
 	"FIRESTORE_EMULATOR_HOST", "CHAT_API_ENDPOINT", "OAUTH_REVOKE_URL", "PORT",
-	"FUNCTION_TARGET", "K_SERVICE",
+	"FUNCTION_TARGET", "K_SERVICE", "TOKEN_KEYSET", "TOKEN_KEYSET_KMS_KEY", "DELEGATION_KEY",
 }
 
 // syncBuffer collects a child's output while the test reads it.
@@ -55,20 +56,30 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-// buildLocal builds this command, as `go run ./cmd/local` does, into a
-// temporary directory.
-func buildLocal(t *testing.T) string {
+// goTool is the go command: the one on PATH, or else the one of the
+// toolchain running the test.
+func goTool(t *testing.T) string {
 	t.Helper()
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		t.Fatalf("the go command is needed to build ./cmd/local: %v", err)
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
 	}
+	p := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("the go command is needed to build ./cmd/local: none on PATH, and %v", err)
+	}
+	return p
+}
+
+// buildLocal builds this command, as `go run -tags TAGS ./cmd/local`
+// does, into a temporary directory; tags may be empty.
+func buildLocal(t *testing.T, tags string) string {
+	t.Helper()
 	bin := filepath.Join(t.TempDir(), "chatauth-local")
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, goTool, "build", "-o", bin, ".").CombinedOutput()
+	out, err := exec.CommandContext(ctx, goTool(t), "build", "-tags", tags, "-o", bin, ".").CombinedOutput()
 	if err != nil {
-		t.Fatalf("go build ./cmd/local: %v\n%s", err, out)
+		t.Fatalf("go build -tags %q ./cmd/local: %v\n%s", tags, err, out)
 	}
 	return bin
 }
@@ -107,8 +118,14 @@ func command(bin string, args ...string) (cmd *exec.Cmd, stdout, stderr *syncBuf
 // TestDemo runs the README's first command, `go run ./cmd/local -demo`, and
 // goes through the consent flow over HTTP as a browser would: OAuthStart,
 // the fake Google's consent page, Allow, and back to OAuthCallback.
-func TestDemo(t *testing.T) {
-	bin := buildLocal(t)
+func TestDemo(t *testing.T) { testDemo(t, "") }
+
+// TestDemoLocalOnly: the demo works as well built with -tags localonly,
+// without Google's gRPC clients.
+func TestDemoLocalOnly(t *testing.T) { testDemo(t, "localonly") }
+
+func testDemo(t *testing.T, tags string) {
+	bin := buildLocal(t, tags)
 	port := freePort(t)
 	dataDir := t.TempDir()
 	cmd, stdout, stderr := command(bin, "-demo")
@@ -230,7 +247,7 @@ func TestDemo(t *testing.T) {
 // TestNoClientSecrets: without -demo and without client_secrets.json the
 // runner stops at once, and says how to try it offline.
 func TestNoClientSecrets(t *testing.T) {
-	bin := buildLocal(t)
+	bin := buildLocal(t, "")
 	cmd, stdout, stderr := command(bin)
 	cmd.Dir = t.TempDir() // no client_secrets.json here
 	cmd.Env = childEnv("PORT="+freePort(t), "DATA_DIR="+t.TempDir())
@@ -252,6 +269,101 @@ func TestNoClientSecrets(t *testing.T) {
 	}
 	if msg := stderr.String(); !strings.Contains(msg, "client_secrets.json") || !strings.Contains(msg, "-demo") {
 		t.Errorf("the message does not name client_secrets.json and -demo:\n%s", msg)
+	}
+}
+
+// TestLocalOnlyRefuses: the runner built with -tags nodemo,localonly, as
+// cmd/coldstart measures it, stops before serving when asked for what
+// needs a Google client it leaves out, and says which build to use.
+func TestLocalOnlyRefuses(t *testing.T) {
+	bin := buildLocal(t, "nodemo,localonly")
+	const fix = "build it without -tags localonly"
+	for _, tc := range []struct {
+		name string
+		env  []string
+		want string
+	}{
+		{"firestore", []string{"STORE=firestore", "GOOGLE_CLOUD_PROJECT=p"},
+			"STORE=firestore needs the full build: this binary was built with -tags localonly, which leaves out the Firestore client; " + fix + ", or set STORE=local"},
+		{"secret manager", []string{"CLIENT_SECRETS=projects/p/secrets/client/versions/1"},
+			"CLIENT_SECRETS: the Secret Manager reference projects/p/secrets/client/versions/1 needs the full build: this binary was built with -tags localonly, which leaves out the Secret Manager client; " + fix},
+		{"kms", []string{"TOKEN_KEYSET_KMS_KEY=gcp-kms://projects/p/locations/global/keyRings/r/cryptoKeys/k"},
+			"TOKEN_KEYSET_KMS_KEY needs the full build: this binary was built with -tags localonly, which leaves out the Cloud KMS client; " + fix},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd, stdout, stderr := command(bin)
+			cmd.Dir = t.TempDir()
+			cmd.Env = childEnv(append([]string{"PORT=" + freePort(t), "DATA_DIR=" + t.TempDir()}, tc.env...)...)
+			if err := cmd.Start(); err != nil {
+				t.Fatalf("start %s: %v", bin, err)
+			}
+			exited, exitErr := waitInBackground(cmd)
+			select {
+			case <-exited:
+			case <-time.After(30 * time.Second):
+				syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+				<-exited
+				t.Fatalf("the runner kept running; stdout:\n%s\nstderr:\n%s", stdout, stderr)
+			}
+			var exit *exec.ExitError
+			if err := exitErr(); !errors.As(err, &exit) || exit.ExitCode() == 0 {
+				t.Fatalf("got exit %v, want a non-zero exit status; stderr:\n%s", err, stderr)
+			}
+			if msg := stderr.String(); !strings.Contains(msg, tc.want) {
+				t.Errorf("stderr:\n%s\nwant it to say:\n%s", msg, tc.want)
+			}
+			if out := stdout.String(); strings.Contains(out, "is serving on") {
+				t.Errorf("the runner started serving:\n%s", out)
+			}
+		})
+	}
+}
+
+// TestLocalOnlyLinks: built with -tags localonly the runner links none of
+// the clients that only the Firestore setup needs, whose package
+// initialisation a cold start would pay. The full build must link them,
+// or the check would check nothing.
+func TestLocalOnlyLinks(t *testing.T) {
+	left := []string{
+		"cloud.google.com/go/firestore",
+		"cloud.google.com/go/secretmanager",
+		"cloud.google.com/go/kms",
+		"github.com/tink-crypto/tink-go-gcpkms",
+	}
+	deps := func(tags string) []string {
+		out, err := exec.CommandContext(t.Context(), goTool(t), "list", "-deps", "-tags", tags, ".").Output()
+		if err != nil {
+			var exit *exec.ExitError
+			if errors.As(err, &exit) {
+				t.Fatalf("go list -deps -tags %q: %v\n%s", tags, err, exit.Stderr)
+			}
+			t.Fatalf("go list -deps -tags %q: %v", tags, err)
+		}
+		return strings.Fields(string(out))
+	}
+	// linked returns the packages of deps that are root or under it.
+	linked := func(deps []string, root string) []string {
+		var out []string
+		for _, p := range deps {
+			if p == root || strings.HasPrefix(p, root+"/") {
+				out = append(out, p)
+			}
+		}
+		return out
+	}
+	for _, tags := range []string{"localonly", "nodemo,localonly"} {
+		d := deps(tags)
+		for _, root := range left {
+			if got := linked(d, root); len(got) > 0 {
+				t.Errorf("go list -deps -tags %s ./cmd/local: links %s", tags, strings.Join(got, ", "))
+			}
+		}
+	}
+	full := deps("nodemo")
+	for _, root := range left {
+		if len(linked(full, root)) == 0 {
+			t.Errorf("go list -deps -tags nodemo ./cmd/local: does not link %s; is the name right?", root)
+		}
 	}
 }
 
