@@ -14,6 +14,11 @@
 //	go run ./cmd/loadtest                          # embedded store, 16 concurrent, 3 rounds of 10 s
 //	go run ./cmd/loadtest -store firestore -c 16 -d 10s
 //
+// As in cmd/coldstart, each setup gets the builds that serve it: for
+// -store local the runner built with -tags nodemo,localonly and the floor
+// with -tags localonly; for -store firestore the runner with -tags nodemo
+// and the floor without tags.
+//
 // Every request goes to 127.0.0.1; the run is bounded (-c ≤ 256, -d ≤ 2m,
 // -rounds ≤ 10) and every process it started is killed before it exits.
 package main

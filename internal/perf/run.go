@@ -11,11 +11,23 @@ import (
 
 // Binaries are the programs measured side by side.
 type Binaries struct {
-	Runner string // cmd/local, built with -tags nodemo
+	// Runner is cmd/local built with -tags nodemo, as a deployed function
+	// links it; RunnerLocal the same built with -tags nodemo,localonly,
+	// without Google's gRPC clients (Firestore, Secret Manager, Cloud KMS),
+	// the runner of the embedded-store setup.
+	Runner, RunnerLocal string
 	// Floor is internal/perf/floor; FloorLocal the same built with
 	// -tags localonly, without the Firestore client, the floor of the
 	// embedded-store setup.
 	Floor, FloorLocal string
+}
+
+// runner is the runner binary for store.
+func (b Binaries) runner(store string) string {
+	if store == StoreLocal {
+		return b.RunnerLocal
+	}
+	return b.Runner
 }
 
 // floor is the floor binary for store.
@@ -26,7 +38,8 @@ func (b Binaries) floor(store string) string {
 	return b.Floor
 }
 
-// BuildBinaries builds both into dir/bin.
+// BuildBinaries builds the runner and the floor, each in both builds,
+// into dir/bin.
 func BuildBinaries(ctx context.Context, dir string) (Binaries, error) {
 	root, err := ModuleRoot()
 	if err != nil {
@@ -38,8 +51,12 @@ func BuildBinaries(ctx context.Context, dir string) (Binaries, error) {
 	}
 	var b Binaries
 	// The runner leaves out the demo's fake Google: it then links what a
-	// deployed function links.
+	// deployed function links, or, local-only, what a runner on the
+	// embedded store needs.
 	if b.Runner, err = Build(ctx, root, "./cmd/local", dir, "-tags", "nodemo"); err != nil {
+		return b, err
+	}
+	if b.RunnerLocal, err = Build(ctx, root, "./cmd/local", dir, "-tags", "nodemo,localonly"); err != nil {
 		return b, err
 	}
 	if b.Floor, err = Build(ctx, root, "./internal/perf/floor", dir); err != nil {
@@ -95,14 +112,16 @@ const (
 	TargetProduct = "chatauth"
 	TargetFloor   = "floor"
 	// TargetFloorLinked is, in the embedded-store setup, the floor built
-	// with the Firestore client linked in (as chatauth, one binary for both
-	// stores, is), though it reads bbolt: it separates what linking
-	// Google's gRPC clients costs a cold start from what chatauth does.
+	// with the Firestore client linked in, as the full build of chatauth
+	// links it, though it reads bbolt: against the floor it shows what
+	// linking that client costs a cold start, which chatauth's local-only
+	// build (Binaries.RunnerLocal) does not pay.
 	TargetFloorLinked = "floor+grpc"
 )
 
-// RunLoad spawns the runner and the floor against one store setup, seeds
-// them, warms them up and then drives both in alternating rounds.
+// RunLoad spawns the runner and the floor built for one store setup
+// (Binaries) against that setup, seeds them, warms them up and then drives
+// both in alternating rounds.
 func RunLoad(ctx context.Context, c LoadConfig) (*LoadReport, error) {
 	progress := c.Progress
 	if progress == nil {
@@ -117,7 +136,7 @@ func RunLoad(ctx context.Context, c LoadConfig) (*LoadReport, error) {
 	}
 	defer s.Close()
 
-	product, err := Spawn(c.Bin.Runner, s.ProductEnv(), filepath.Join(c.Dir, "runner.log"))
+	product, err := Spawn(c.Bin.runner(c.Store), s.ProductEnv(), filepath.Join(c.Dir, "runner.log"))
 	if err != nil {
 		return nil, err
 	}
@@ -238,9 +257,9 @@ type ColdReport struct {
 }
 
 // RunColdStart seeds one store setup, then spawns the runner and the floor
-// in alternation, measuring each spawn → first answered CreateSpace. One
-// unmeasured spawn of each comes first, so both binaries are in the page
-// cache alike.
+// built for it (Binaries) in alternation, measuring each spawn → first
+// answered CreateSpace. One unmeasured spawn of each comes first, so all
+// binaries are in the page cache alike.
 func RunColdStart(ctx context.Context, c ColdConfig) (*ColdReport, error) {
 	progress := c.Progress
 	if progress == nil {
@@ -251,7 +270,7 @@ func RunColdStart(ctx context.Context, c ColdConfig) (*ColdReport, error) {
 		return nil, err
 	}
 	defer s.Close()
-	p, err := Spawn(c.Bin.Runner, s.ProductEnv(), filepath.Join(c.Dir, "seed.log"))
+	p, err := Spawn(c.Bin.runner(c.Store), s.ProductEnv(), filepath.Join(c.Dir, "seed.log"))
 	if err != nil {
 		return nil, err
 	}
@@ -274,7 +293,7 @@ func RunColdStart(ctx context.Context, c ColdConfig) (*ColdReport, error) {
 		env                  []string
 	}
 	targets := []target{
-		{TargetProduct, c.Bin.Runner, s.ProductURL(), filepath.Join(c.Dir, "runner.log"), s.ProductEnv()},
+		{TargetProduct, c.Bin.runner(c.Store), s.ProductURL(), filepath.Join(c.Dir, "runner.log"), s.ProductEnv()},
 		{TargetFloor, c.Bin.floor(c.Store), s.FloorURL(), filepath.Join(c.Dir, "floor.log"), s.FloorEnv()},
 	}
 	if c.Store == StoreLocal {

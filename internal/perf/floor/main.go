@@ -24,7 +24,8 @@
 //
 // Built with -tags localonly it does not link the Firestore client, so
 // that the floor of the embedded-store setup pays nothing for Firestore's
-// package initialisation (chatauth, one binary for both stores, does).
+// package initialisation; chatauth's runner is measured there in its own
+// local-only build (cmd/local built with -tags nodemo,localonly).
 package main
 
 import (
