@@ -301,3 +301,26 @@ func TestSecretReaderNeverLogsSecrets(t *testing.T) {
 		t.Errorf("the secret reached stderr under debug logging:\n%s", got)
 	}
 }
+
+// TestFailedBuildReleasesStore: the store is opened alongside the secret
+// reads, so a build that fails afterwards (here: a client file that is not
+// JSON) must close it; otherwise the embedded store's file lock would make
+// every later try fail, and the instance would keep its failure.
+func TestFailedBuildReleasesStore(t *testing.T) {
+	e := newTestEnv(t, storeLocal)
+	e.srv.close() // the embedded store admits one holder
+	good, err := os.ReadFile(e.cfg.ClientSecrets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, e.cfg.ClientSecrets, []byte("not json"))
+	if _, err := newServer(t.Context(), e.cfg, serverOptions{logger: newLogger(e.logs)}); err == nil {
+		t.Fatal("a build with a broken client file succeeded")
+	}
+	writeFile(t, e.cfg.ClientSecrets, good)
+	s, err := newServer(t.Context(), e.cfg, serverOptions{logger: newLogger(e.logs)})
+	if err != nil {
+		t.Fatalf("the next build: %v (the failed one kept the store open?)", err)
+	}
+	s.close()
+}

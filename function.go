@@ -143,18 +143,31 @@ func newServer(ctx context.Context, cfg Config, o serverOptions) (*server, error
 	built := false
 	defer func() {
 		if !built {
+			if s.store != nil {
+				s.store.close()
+			}
 			s.secrets.close()
 		}
 	}()
 
-	var clientJSON, webhookSecrets, keyset, delegationKey []byte
+	// The secrets are read, the token keyset parsed (and, when wrapped,
+	// unwrapped by Cloud KMS) and the store opened all at once: on a cold
+	// start these are the longest steps, and none needs another's result.
+	var (
+		clientJSON, webhookSecrets, delegationKey []byte
+		cipher                                    *tokenCipher
+	)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() (err error) {
 		clientJSON, err = s.secrets.read(gctx, cfg.ClientSecrets)
 		return err
 	})
-	g.Go(func() (err error) {
-		keyset, err = s.secrets.read(gctx, cfg.TokenKeyset)
+	g.Go(func() error {
+		keyset, err := s.secrets.read(gctx, cfg.TokenKeyset)
+		if err != nil {
+			return err
+		}
+		cipher, err = loadTokenCipher(gctx, keyset, cfg.TokenKeysetKMSKey, o.kms...)
 		return err
 	})
 	if cfg.WebhookSecrets != "" {
@@ -169,15 +182,27 @@ func newServer(ctx context.Context, cfg Config, o serverOptions) (*server, error
 			return err
 		})
 	}
+	g.Go(func() (err error) {
+		var st tokenStore
+		switch cfg.Store {
+		case storeLocal:
+			st, err = newLocalStore(cfg.DataDir, o.now)
+		default:
+			// The client lives as long as the instance, so it must not
+			// inherit the cancellation of the request that happened to
+			// build it.
+			st, err = newFirestoreStore(context.WithoutCancel(ctx), cfg.Project, cfg.FirestoreDatabase, o.firestore...)
+		}
+		if err == nil {
+			s.store = st // closed by the deferred clean-up if the build fails
+		}
+		return err
+	})
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
 	var err error
 	if s.client, err = parseClientSecrets(clientJSON); err != nil {
-		return nil, err
-	}
-	cipher, err := loadTokenCipher(ctx, keyset, cfg.TokenKeysetKMSKey, o.kms...)
-	if err != nil {
 		return nil, err
 	}
 	s.tickets = cipher.aead
@@ -219,17 +244,6 @@ func newServer(ctx context.Context, cfg Config, o serverOptions) (*server, error
 		return nil, fmt.Errorf("chat: new service: %w", err)
 	}
 
-	switch cfg.Store {
-	case storeLocal:
-		s.store, err = newLocalStore(cfg.DataDir, o.now)
-	default:
-		// The client lives as long as the instance, so it must not inherit
-		// the cancellation of the request that happened to build it.
-		s.store, err = newFirestoreStore(context.WithoutCancel(ctx), cfg.Project, cfg.FirestoreDatabase, o.firestore...)
-	}
-	if err != nil {
-		return nil, err
-	}
 	s.tokens = newTokenCache(o.tokenCacheTTL)
 	s.store = &forgettingStore{tokenStore: &encryptedStore{tokenStore: s.store, c: cipher}, cache: s.tokens}
 	built = true

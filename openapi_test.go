@@ -454,6 +454,9 @@ func TestOpenAPI(t *testing.T) {
 		cfg.ClientSecrets = sm.Put("projects/p/secrets/oauth-client", e.google.ClientJSON("web"))
 		cfg.WebhookSecrets = sm.Put("projects/p/secrets/webhook", []byte(testWebhookSecret))
 		cfg.TokenKeyset = sm.Put("projects/p/secrets/keyset", testKeyset(t))
+		// A new instance's own store: the server is built while the
+		// secrets are read, and the embedded store admits one holder.
+		cfg.DataDir = t.TempDir()
 		sm.SetUnavailable(true)
 		brokenInstance(t, func(ctx context.Context) (*server, error) {
 			return newServer(ctx, cfg, serverOptions{secretManager: sm.ClientOptions(), secretWait: time.Second, logger: newLogger(e.logs)})
