@@ -116,7 +116,7 @@ func loadConfig(getenv func(string) string) (Config, error) {
 	if c.WebhookSecrets == "" && len(c.AllowedAudiences) == 0 {
 		missing = append(missing, "WEBHOOK_SECRETS (or ALLOWED_AUDIENCES, when only Google ID tokens call)")
 	}
-	if c.TokenKeysetKMSKey != "" && !kmsKeyURIPattern.MatchString(c.TokenKeysetKMSKey) {
+	if c.TokenKeysetKMSKey != "" && !kmsKeyURIPattern().MatchString(c.TokenKeysetKMSKey) {
 		invalid = append(invalid, tokenKeysetKMSKeyVar+": must be gcp-kms://projects/P/locations/L/keyRings/R/cryptoKeys/K (the key, not a key version)")
 	}
 	if c.RedirectURL != "" {

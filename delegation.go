@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -86,7 +85,7 @@ const (
 )
 
 // domainPattern matches a DNS domain name as Workspace domains are named.
-var domainPattern = regexp.MustCompile(`^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)+$`)
+var domainPattern = lazyRegexp(`^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)+$`)
 
 // checkDelegation validates the delegation settings for loadConfig.
 func checkDelegation(c *Config) []string {
@@ -116,7 +115,7 @@ func checkDelegation(c *Config) []string {
 		problems = append(problems, "DELEGATED_DOMAINS: required with CREDENTIAL_SOURCE="+c.CredentialSource+": the Google Workspace domains (comma-separated) whose users chatauth may act for")
 	}
 	for _, d := range c.DelegatedDomains {
-		if !domainPattern.MatchString(d) {
+		if !domainPattern().MatchString(d) {
 			problems = append(problems, fmt.Sprintf("DELEGATED_DOMAINS: %q is not a domain name (write example.com, without @ or wildcards)", d))
 		}
 	}

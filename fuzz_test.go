@@ -325,7 +325,7 @@ func FuzzCreateSpaceRequest(f *testing.F) {
 			t.Fatal("accepted a description outside a SPACE")
 		case len(q.Members) > 49:
 			t.Fatalf("accepted %d members", len(q.Members))
-		case q.RequestID != "" && !requestIDPattern.MatchString(q.RequestID):
+		case q.RequestID != "" && !requestIDPattern().MatchString(q.RequestID):
 			t.Fatalf("accepted requestId %q", q.RequestID)
 		}
 		switch q.SpaceType {
@@ -564,7 +564,7 @@ func FuzzChatEvent(f *testing.F) {
 					t.Fatalf("mention text %q", x)
 				}
 			}
-			if id := chatRequestID(m.Name); !requestIDPattern.MatchString(id) {
+			if id := chatRequestID(m.Name); !requestIDPattern().MatchString(id) {
 				t.Fatalf("requestId %q would be refused", id)
 			}
 		}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"regexp"
 	"time"
 
 	"github.com/tink-crypto/tink-go/v2/aead"
@@ -26,7 +25,7 @@ const tokenKeysetKMSKeyVar = "TOKEN_KEYSET_KMS_KEY"
 // captures its project, location, key ring and key. A key version is not
 // accepted: Cloud KMS decrypts with the crypto key and finds the version
 // itself, so the keyset keeps opening after the key is rotated.
-var kmsKeyURIPattern = regexp.MustCompile(`^gcp-kms://projects/([^/]+)/locations/([^/]+)/keyRings/([^/]+)/cryptoKeys/([^/:]+)$`)
+var kmsKeyURIPattern = lazyRegexp(`^gcp-kms://projects/([^/]+)/locations/([^/]+)/keyRings/([^/]+)/cryptoKeys/([^/:]+)$`)
 
 // kmsUnwrapTimeout bounds the one Cloud KMS call of a cold start, so that a
 // stalled call fails the request (503, retried by the next one) instead of
@@ -62,7 +61,7 @@ func loadTokenCipher(ctx context.Context, keysetJSON []byte, kmsKeyURI string, k
 		return newTokenCipher(keysetJSON)
 	}
 
-	m := kmsKeyURIPattern.FindStringSubmatch(kmsKeyURI)
+	m := kmsKeyURIPattern().FindStringSubmatch(kmsKeyURI)
 	if m == nil {
 		return nil, fmt.Errorf("crypto: %s %q is not a Cloud KMS key URI; want gcp-kms://projects/PROJECT/locations/LOCATION/keyRings/KEY_RING/cryptoKeys/KEY (the key, not a key version)", tokenKeysetKMSKeyVar, kmsKeyURI)
 	}

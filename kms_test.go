@@ -401,7 +401,7 @@ func captureStderr(t *testing.T, fn func()) string {
 // KMS tells some causes apart only by the status in its JSON envelope.
 func TestKMSUnwrapErrorKinds(t *testing.T) {
 	const uri = "gcp-kms://" + kmsTestKey
-	key := kmsKeyURIPattern.FindStringSubmatch(uri)[1:]
+	key := kmsKeyURIPattern().FindStringSubmatch(uri)[1:]
 	envelope := func(code int, status, msg string) error {
 		return &googleapi.Error{Code: code, Message: msg,
 			Body: fmt.Sprintf(`{"error": {"code": %d, "message": %q, "status": %q}}`, code, msg, status)}

@@ -46,7 +46,7 @@ func unbuilt(c Config) []string {
 		{"TOKEN_KEYSET", c.TokenKeyset},
 		{"DELEGATION_KEY", c.DelegationKey},
 	} {
-		if secretVersionName.MatchString(s.ref) {
+		if secretVersionName().MatchString(s.ref) {
 			problems = append(problems, s.name+": "+noSecretManager(s.ref).Error())
 		}
 	}

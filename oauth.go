@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -284,7 +283,7 @@ func (s *server) callbackRefused(w http.ResponseWriter, r *http.Request, q url.V
 		}
 		return e
 	}
-	if len(code) > 64 || !oauthErrorCode.MatchString(code) {
+	if len(code) > 64 || !oauthErrorCode().MatchString(code) {
 		code = "unknown"
 	}
 	return errorf(statusInvalidArgument, "Google refused the sign-in request (%s); the operator should check the OAuth client's configuration", code)
@@ -293,7 +292,7 @@ func (s *server) callbackRefused(w http.ResponseWriter, r *http.Request, q url.V
 // oauthErrorCode bounds no length: a counted repetition ({1,64}) costs
 // 0.6 ms of regexp compilation at every cold start (BENCHMARKS.md), so the
 // caller checks the length itself.
-var oauthErrorCode = regexp.MustCompile(`^[a-z_]+$`)
+var oauthErrorCode = lazyRegexp(`^[a-z_]+$`)
 
 // exchangeError maps a failed call to the token endpoint (a code exchange
 // or a refresh). The endpoint's body is not logged: only its status and
@@ -380,11 +379,11 @@ func hashToken(v string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-var emailPattern = regexp.MustCompile(`^[^\s@<>()",;:\\\[\]]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$`)
+var emailPattern = lazyRegexp(`^[^\s@<>()",;:\\\[\]]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$`)
 
 // validEmail accepts the plain addresses Google accounts have.
 func validEmail(s string) bool {
-	return len(s) <= 254 && emailPattern.MatchString(s)
+	return len(s) <= 254 && emailPattern().MatchString(s)
 }
 
 // idClaims are the id_token claims the callback uses.

@@ -6,6 +6,7 @@ import (
 	"html/template"
 	"net/http"
 	"strings"
+	"sync"
 )
 
 // page is what the browser-facing functions show a person.
@@ -20,7 +21,8 @@ type page struct {
 
 // pageTemplate is self-contained: no script, no external style, font or
 // image, so the strict Content-Security-Policy below holds.
-var pageTemplate = template.Must(template.New("page").Parse(`<!doctype html>
+var pageTemplate = sync.OnceValue(func() *template.Template {
+	return template.Must(template.New("page").Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="referrer" content="no-referrer">
@@ -33,6 +35,7 @@ var pageTemplate = template.Must(template.New("page").Parse(`<!doctype html>
 {{end}}{{if .Status}}<p><small>{{.Status}}</small></p>
 {{end}}</body></html>
 `))
+})
 
 // setPageHeaders sets the headers every HTML page carries: nothing
 // external may load, the page may not be framed, sniffed, cached, or leak
@@ -48,7 +51,7 @@ func setPageHeaders(h http.Header) {
 
 func renderPage(w http.ResponseWriter, code int, p page) {
 	var buf bytes.Buffer
-	if err := pageTemplate.Execute(&buf, p); err != nil {
+	if err := pageTemplate().Execute(&buf, p); err != nil {
 		// The template is fixed and its data plain strings, so this does not
 		// happen; answer something readable rather than half a page.
 		http.Error(w, "internal error", http.StatusInternalServerError)

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"regexp"
 	"strings"
 	"time"
 
@@ -16,7 +15,7 @@ import (
 
 // secretVersionName matches a Secret Manager version name. Anything else
 // in a secret reference is a local file path.
-var secretVersionName = regexp.MustCompile(`^projects/[^/]+/secrets/[^/]+/versions/[^/]+$`)
+var secretVersionName = lazyRegexp(`^projects/[^/]+/secrets/[^/]+/versions/[^/]+$`)
 
 // secretReader reads secret references. The Secret Manager client is made
 // on first use only, so a local run with file secrets never dials Google.
@@ -33,7 +32,7 @@ type secretReader struct {
 // read returns the secret a reference names. Errors name the reference
 // (a resource name or path, never the secret) and keep the cause.
 func (r *secretReader) read(ctx context.Context, ref string) ([]byte, error) {
-	if !secretVersionName.MatchString(ref) {
+	if !secretVersionName().MatchString(ref) {
 		b, err := os.ReadFile(ref)
 		if err != nil {
 			return nil, fmt.Errorf("secrets: read file %s: %w", ref, err)

@@ -48,7 +48,16 @@ type createSpaceRequest struct {
 // requestIDPattern bounds no length: a counted repetition ({1,128}) costs
 // 1.5 ms of regexp compilation at every cold start (BENCHMARKS.md), so
 // validate checks the length itself.
-var requestIDPattern = regexp.MustCompile(`^[A-Za-z0-9._:~-]+$`)
+var requestIDPattern = lazyRegexp(`^[A-Za-z0-9._:~-]+$`)
+
+// lazyRegexp compiles expr on its first use. A package-level
+// regexp.MustCompile runs at every cold start, before the first request,
+// whether any request needs the pattern or not; chatauth's patterns were
+// most of its own package initialisation (BENCHMARKS.md). Tests use every
+// pattern, so a broken one still fails them.
+func lazyRegexp(expr string) func() *regexp.Regexp {
+	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
+}
 
 // isUserID reports whether u is a Chat user name, "users/" and 1 to 64
 // digits.
@@ -452,7 +461,7 @@ func (q *createSpaceRequest) validate() error {
 			seen[key] = true
 		}
 	}
-	if q.RequestID != "" && (len(q.RequestID) > 128 || !requestIDPattern.MatchString(q.RequestID)) {
+	if q.RequestID != "" && (len(q.RequestID) > 128 || !requestIDPattern().MatchString(q.RequestID)) {
 		return bad(`"requestId" must be 1 to 128 characters of letters, digits and . _ : ~ -`)
 	}
 	return nil
