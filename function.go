@@ -150,16 +150,21 @@ func newServer(ctx context.Context, cfg Config, o serverOptions) (*server, error
 		}
 	}()
 
-	// The secrets are read, the token keyset parsed (and, when wrapped,
-	// unwrapped by Cloud KMS) and the store opened all at once: on a cold
-	// start these are the longest steps, and none needs another's result.
+	// The secrets are read and each parsed as soon as it is read (the token
+	// keyset, when wrapped, unwrapped by Cloud KMS), while the store opens:
+	// on a cold start these are the longest steps, and none needs
+	// another's result.
 	var (
-		clientJSON, webhookSecrets, delegationKey []byte
-		cipher                                    *tokenCipher
+		delegationKey []byte
+		cipher        *tokenCipher
 	)
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() (err error) {
-		clientJSON, err = s.secrets.read(gctx, cfg.ClientSecrets)
+	g.Go(func() error {
+		clientJSON, err := s.secrets.read(gctx, cfg.ClientSecrets)
+		if err != nil {
+			return err
+		}
+		s.client, err = parseClientSecrets(clientJSON)
 		return err
 	})
 	g.Go(func() error {
@@ -171,8 +176,12 @@ func newServer(ctx context.Context, cfg Config, o serverOptions) (*server, error
 		return err
 	})
 	if cfg.WebhookSecrets != "" {
-		g.Go(func() (err error) {
-			webhookSecrets, err = s.secrets.read(gctx, cfg.WebhookSecrets)
+		g.Go(func() error {
+			webhookSecrets, err := s.secrets.read(gctx, cfg.WebhookSecrets)
+			if err != nil {
+				return err
+			}
+			s.webhookSecrets, err = parseWebhookSecrets(webhookSecrets)
 			return err
 		})
 	}
@@ -202,15 +211,7 @@ func newServer(ctx context.Context, cfg Config, o serverOptions) (*server, error
 		return nil, err
 	}
 	var err error
-	if s.client, err = parseClientSecrets(clientJSON); err != nil {
-		return nil, err
-	}
 	s.tickets = cipher.aead
-	if webhookSecrets != nil {
-		if s.webhookSecrets, err = parseWebhookSecrets(webhookSecrets); err != nil {
-			return nil, err
-		}
-	}
 	s.oauth = &oauth2.Config{
 		ClientID:     s.client.ClientID,
 		ClientSecret: s.client.ClientSecret,
