@@ -244,15 +244,13 @@ func testDemo(t *testing.T, tags string) {
 	}
 }
 
-// TestNoClientSecrets: without -demo and without client_secrets.json the
-// runner stops at once, and says how to try it offline.
-func TestNoClientSecrets(t *testing.T) {
-	bin := buildLocal(t, "")
-	cmd, stdout, stderr := command(bin)
-	cmd.Dir = t.TempDir() // no client_secrets.json here
-	cmd.Env = childEnv("PORT="+freePort(t), "DATA_DIR="+t.TempDir())
+// runToExit starts cmd, a runner that should stop by itself, and returns
+// how it exited; a runner still serving after 30 s is killed and fails the
+// test.
+func runToExit(t *testing.T, cmd *exec.Cmd, stdout, stderr fmt.Stringer) error {
+	t.Helper()
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", bin, err)
+		t.Fatalf("start %s: %v", cmd.Path, err)
 	}
 	exited, exitErr := waitInBackground(cmd)
 	select {
@@ -260,9 +258,19 @@ func TestNoClientSecrets(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		<-exited
-		t.Fatalf("the runner kept running without client_secrets.json; stdout:\n%s\nstderr:\n%s", stdout, stderr)
+		t.Fatalf("the runner kept running; stdout:\n%s\nstderr:\n%s", stdout, stderr)
 	}
-	err := exitErr()
+	return exitErr()
+}
+
+// TestNoClientSecrets: without -demo and without client_secrets.json the
+// runner stops at once, and says how to try it offline.
+func TestNoClientSecrets(t *testing.T) {
+	bin := buildLocal(t, "")
+	cmd, stdout, stderr := command(bin)
+	cmd.Dir = t.TempDir() // no client_secrets.json here
+	cmd.Env = childEnv("PORT="+freePort(t), "DATA_DIR="+t.TempDir())
+	err := runToExit(t, cmd, stdout, stderr)
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() == 0 {
 		t.Fatalf("got exit %v, want a non-zero exit status; stderr:\n%s", err, stderr)
@@ -294,19 +302,8 @@ func TestLocalOnlyRefuses(t *testing.T) {
 			cmd, stdout, stderr := command(bin)
 			cmd.Dir = t.TempDir()
 			cmd.Env = childEnv(append([]string{"PORT=" + freePort(t), "DATA_DIR=" + t.TempDir()}, tc.env...)...)
-			if err := cmd.Start(); err != nil {
-				t.Fatalf("start %s: %v", bin, err)
-			}
-			exited, exitErr := waitInBackground(cmd)
-			select {
-			case <-exited:
-			case <-time.After(30 * time.Second):
-				syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-				<-exited
-				t.Fatalf("the runner kept running; stdout:\n%s\nstderr:\n%s", stdout, stderr)
-			}
 			var exit *exec.ExitError
-			if err := exitErr(); !errors.As(err, &exit) || exit.ExitCode() == 0 {
+			if err := runToExit(t, cmd, stdout, stderr); !errors.As(err, &exit) || exit.ExitCode() == 0 {
 				t.Fatalf("got exit %v, want a non-zero exit status; stderr:\n%s", err, stderr)
 			}
 			if msg := stderr.String(); !strings.Contains(msg, tc.want) {
