@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"os"
 	"strings"
 )
 
@@ -150,20 +149,6 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		return c, &ConfigError{Problems: errs}
 	}
 	return c, nil
-}
-
-// CheckBuild reports, as a *ConfigError, the settings in the environment
-// that need a Google client this binary was built without (-tags
-// localonly, see localonly.go); in the full build it is always nil. The
-// functions refuse those settings on their first request too; cmd/local
-// calls CheckBuild before it serves, so that it stops at once and says
-// why.
-func CheckBuild() error {
-	c, _ := loadConfig(os.Getenv)
-	if problems := unbuilt(c); len(problems) > 0 {
-		return &ConfigError{Problems: problems}
-	}
-	return nil
 }
 
 // ConfigError reports everything wrong with the configuration at once.

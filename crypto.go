@@ -192,7 +192,7 @@ func (c *tokenCipher) decryptRecord(sub string, rec *tokenRecord) (*tokenRecord,
 //
 // The embedded store serves the methods that carry no token (states,
 // deleteToken, close). A method added to tokenStore is served by it too,
-// unencrypted, unless overridden here: TestEncryptedStoreCoversTokenStore
+// unencrypted, unless overridden here: TestStoreWrappersCoverTokenStore
 // fails until that choice is made.
 type encryptedStore struct {
 	tokenStore

@@ -280,23 +280,27 @@ func TestNewTokenCipherBadKeyset(t *testing.T) {
 	}
 }
 
-// TestEncryptedStoreCoversTokenStore guards the embedding: a method added
-// to tokenStore would otherwise pass tokens through unencrypted without
-// anyone deciding so.
-func TestEncryptedStoreCoversTokenStore(t *testing.T) {
-	decided := map[string]string{
-		"getToken":     "decrypts",
-		"tokenByEmail": "decrypts",
-		"updateToken":  "decrypts and encrypts",
-		"putState":     "no token",
-		"consumeState": "no token",
-		"deleteToken":  "no token",
-		"close":        "no token",
+// TestStoreWrappersCoverTokenStore guards the embeddings of the store's
+// wrappers: a method added to tokenStore would otherwise be served by the
+// wrapped store as it is, without anyone deciding so — passing tokens
+// through unencrypted (encryptedStore, crypto.go), or writing a token the
+// instance's token cache goes on serving for up to its bound
+// (forgettingStore, tokens.go). That the overrides do their work is
+// behaviour, tested elsewhere (TestEncryptedStore, TestTokenCacheSameInstance).
+func TestStoreWrappersCoverTokenStore(t *testing.T) {
+	decided := map[string]struct{ encrypted, forgetting string }{
+		"getToken":     {"decrypts", "reads"},
+		"tokenByEmail": {"decrypts", "reads"},
+		"updateToken":  {"decrypts and encrypts", "writes a token: forgets"},
+		"deleteToken":  {"no token", "writes a token: forgets"},
+		"putState":     {"no token", "no token"},
+		"consumeState": {"no token", "no token"},
+		"close":        {"no token", "no token"},
 	}
 	it := reflect.TypeFor[tokenStore]()
 	for i := range it.NumMethod() {
-		if name := it.Method(i).Name; decided[name] == "" {
-			t.Errorf("tokenStore.%s is served by encryptedStore's inner store as it is; override it in crypto.go if it reads or writes tokens, and list it here", name)
+		if name := it.Method(i).Name; decided[name].encrypted == "" || decided[name].forgetting == "" {
+			t.Errorf("tokenStore.%s is served by the wrapped store as it is: decide what encryptedStore (crypto.go) and forgettingStore (tokens.go) do with it, override it where it reads or writes tokens, and list it here", name)
 		}
 	}
 }

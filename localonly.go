@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/tink-crypto/tink-go/v2/tink"
 	"google.golang.org/api/option"
@@ -30,6 +31,19 @@ var (
 // the reference, a resource name, never a secret.
 func noSecretManager(ref string) error {
 	return fmt.Errorf("the Secret Manager reference %s needs the full build: this binary was built with -tags localonly, which leaves out the Secret Manager client; build it without -tags localonly, or give the path of a file that holds the secret", ref)
+}
+
+// CheckBuild reports, as a *ConfigError, the settings in the environment
+// that need a Google client this build leaves out. The functions refuse
+// those settings on their first request too; cmd/local calls CheckBuild
+// before it serves, so that it stops at once and says why. (In the full
+// build, fullbuild.go, it reads nothing and is always nil.)
+func CheckBuild() error {
+	c, _ := loadConfig(os.Getenv)
+	if problems := unbuilt(c); len(problems) > 0 {
+		return &ConfigError{Problems: problems}
+	}
+	return nil
 }
 
 // unbuilt lists the settings of c that need a client this build leaves

@@ -176,7 +176,8 @@ func readJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 // A well-formed body takes the fast path: one scan of the top-level keys
 // and one json.Unmarshal. Anything else — and any body the fast path
 // refuses — goes through the full checks below, which name the problem.
-// Both paths accept exactly the same bodies (FuzzStrictDecodePaths).
+// The fast path accepts only what the full checks accept, decoded the same
+// way (checkStrictPaths, run by FuzzCreateSpaceRequest).
 func decodeStrict(body []byte, v any) error {
 	if !utf8.Valid(body) {
 		return errorf(statusInvalidArgument, "the body is not valid UTF-8")

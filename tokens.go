@@ -207,9 +207,9 @@ const tokenCacheMax = 4096
 // tokenCache holds, per user as a request named them ("users/{id}" or a
 // lowercase email), the part of a usable stored consent that a warm
 // CreateSpace needs: never the refresh token. Safe for concurrent use; a
-// nil *tokenCache keeps nothing.
+// nil *tokenCache, the cache turned off, keeps nothing.
 type tokenCache struct {
-	ttl time.Duration // 0: off
+	ttl time.Duration
 
 	mu      sync.Mutex
 	gen     uint64 // counts token writes on this instance
@@ -222,14 +222,19 @@ type cachedToken struct {
 	until                   time.Time // the entry's
 }
 
+// newTokenCache returns a cache with the bound ttl, or nil (off) for a
+// bound that is not positive.
 func newTokenCache(ttl time.Duration) *tokenCache {
+	if ttl <= 0 {
+		return nil
+	}
 	return &tokenCache{ttl: ttl, entries: make(map[string]cachedToken)}
 }
 
 // get returns user's entry if it is younger than the bound and its access
 // token is good for at least expiryMargin more.
 func (c *tokenCache) get(user string, now time.Time) (cachedToken, bool) {
-	if c == nil || c.ttl <= 0 {
+	if c == nil {
 		return cachedToken{}, false
 	}
 	c.mu.Lock()
@@ -255,7 +260,7 @@ func (c *tokenCache) generation() uint64 {
 // put keeps rec's access token for user, unless a token write happened
 // since gen was taken.
 func (c *tokenCache) put(user string, gen uint64, rec *tokenRecord, now time.Time) {
-	if c == nil || c.ttl <= 0 || rec.AccessToken == "" {
+	if c == nil || rec.AccessToken == "" {
 		return
 	}
 	c.mu.Lock()
@@ -288,7 +293,8 @@ func (c *tokenCache) forget(sub string) {
 // forgettingStore is the server's token store: every token write through
 // it also drops the writer's user from the instance's cache, before the
 // write (so no request starts from the old token after it) and after it
-// (so no read that raced it is kept).
+// (so no read that raced it is kept). TestStoreWrappersCoverTokenStore
+// makes every tokenStore method a decision here.
 type forgettingStore struct {
 	tokenStore
 	cache *tokenCache
