@@ -86,7 +86,7 @@ func loadTokenCipher(ctx context.Context, keysetJSON []byte, kmsKeyURI string, k
 	ctx, cancel := context.WithTimeout(ctx, kmsUnwrapTimeout)
 	defer cancel()
 	unwrap := &kmsUnwrapper{ctx: ctx, kek: kek}
-	h, err := keyset.Read(&keyset.MemReaderWriter{EncryptedKeyset: enc}, unwrap)
+	h, err := keyset.Read(keyset.NewJSONReader(bytes.NewReader(keysetJSON)), unwrap)
 	if unwrap.err != nil {
 		return nil, kmsUnwrapError(kmsKeyURI, m[1:], unwrap.err)
 	}

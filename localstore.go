@@ -10,6 +10,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // localStore keeps records in one bbolt file under DATA_DIR, for cmd/local.
@@ -39,7 +40,7 @@ func newLocalStore(dir string, now func() time.Time) (*localStore, error) {
 	path := filepath.Join(dir, "chatauth.db")
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
+		if errors.Is(err, bolterrors.ErrTimeout) {
 			return nil, fmt.Errorf("store: open %s: another chatauth process holds it; stop it or set DATA_DIR elsewhere", path)
 		}
 		return nil, fmt.Errorf("store: open %s: %w", path, err)

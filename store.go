@@ -28,7 +28,7 @@ type firestoreStore struct {
 const storeOpTimeout = 10 * time.Second
 
 // errStoreTimeout is the cause of an operation's own deadline.
-var errStoreTimeout = errors.New("Firestore did not answer in time")
+var errStoreTimeout = errors.New("no answer from Firestore in time")
 
 // bound gives one operation a deadline of its own. The client retries an
 // unreachable Firestore until its context ends, and a request's context

@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -56,16 +55,12 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-// goTool is the go command: the one on PATH, or else the one of the
-// toolchain running the test.
+// goTool is the go command on PATH, the one that runs these tests.
 func goTool(t *testing.T) string {
 	t.Helper()
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	p := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("the go command is needed to build ./cmd/local: none on PATH, and %v", err)
+	p, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("the go command is needed on PATH to build ./cmd/local: %v", err)
 	}
 	return p
 }
