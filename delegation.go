@@ -300,6 +300,9 @@ func newDelegator(ctx context.Context, cfg Config, key []byte, tokenURL string, 
 		if err := checkBaseURL(jc.TokenURL, false); err != nil {
 			return nil, fmt.Errorf("delegation: DELEGATION_KEY's token_uri: %w", err)
 		}
+		if p := notGoogle("DELEGATION_KEY's token_uri", jc.TokenURL, googleTokenURLs); cfg.Deployed && p != "" {
+			return nil, errors.New("delegation: " + p)
+		}
 		jc.Audience = googleTokenURL
 		d.key, d.account, d.clientID, d.tokenURL = jc, strings.ToLower(kf.ClientEmail), kf.ClientID, jc.TokenURL
 		return d, nil
