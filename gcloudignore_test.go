@@ -215,4 +215,3 @@ func writeTreeFile(t *testing.T, path string, data []byte) {
 		t.Fatal(err)
 	}
 }
-
