@@ -39,7 +39,7 @@ type Config struct {
 	// Domain-wide delegation (delegation.go).
 	CredentialSource       string   // CREDENTIAL_SOURCE: consent (default), delegation, consent_then_delegation or delegation_then_consent
 	DelegatedDomains       []string // DELEGATED_DOMAINS: the Workspace domains whose users delegation may act for, lowercase
-	DelegationAccount      string   // DELEGATION_SERVICE_ACCOUNT: keyless delegation's service account (the function's own), lowercase
+	DelegationAccount      string   // DELEGATION_SERVICE_ACCOUNT: the service account keyless delegation signs as, lowercase
 	DelegationKey          string   // DELEGATION_KEY: secret reference to a service account's JSON key, instead of keyless
 	IAMCredentialsEndpoint string   // IAM_CREDENTIALS_ENDPOINT: IAM Credentials API base URL; empty means Google's
 }

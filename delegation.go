@@ -121,7 +121,7 @@ func checkDelegation(c *Config) []string {
 	}
 	switch {
 	case c.DelegationAccount == "" && c.DelegationKey == "":
-		problems = append(problems, "DELEGATION_SERVICE_ACCOUNT: required with CREDENTIAL_SOURCE="+c.CredentialSource+": the email of the service account the function runs as (keyless), or set DELEGATION_KEY instead")
+		problems = append(problems, "DELEGATION_SERVICE_ACCOUNT: required with CREDENTIAL_SOURCE="+c.CredentialSource+": the email of the service account delegation signs as (keyless; see README.md), or set DELEGATION_KEY instead")
 	case c.DelegationAccount != "" && c.DelegationKey != "":
 		problems = append(problems, "set DELEGATION_SERVICE_ACCOUNT (keyless) or DELEGATION_KEY, not both: a key names its own service account")
 	case c.DelegationAccount != "" && !validEmail(c.DelegationAccount):
