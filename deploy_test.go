@@ -16,11 +16,16 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// The checks below read cloudbuild.yaml as Cloud Build does and hold it to
-// what a deployment needs: the tests run first, every registered function
-// (and nothing else) is deployed under its own name with the same
-// configuration, every substitution is declared, and no secret value is
-// written into the file.
+// The checks below read cloudbuild.yaml and cloudbuild-test.yaml as Cloud
+// Build does and hold them to what a secure deployment needs: the tests
+// pass first, in a build of their own under an account that cannot deploy;
+// every image is pinned by digest and every secret version by number; every
+// registered function (and nothing else) is deployed under its own name,
+// bounded, built by a dedicated account and run by the account of its kind,
+// given only the variables it reads; ChatEvents is private and deployed only
+// with a Chat app; every substitution is declared; and no secret value is
+// written into either file. README.md, "Deploy to Google Cloud", explains
+// each rule.
 
 // cloudBuild is the part of a Cloud Build config that the checks read. It is
 // decoded with unknown fields refused, so a misspelt key (waitfor, arg)
@@ -205,9 +210,11 @@ var operatorSubstitutions = map[string]string{
 const (
 	testBuildFile = "cloudbuild-test.yaml"
 	// chatGuard is the one script allowed to wrap a gcloud command: it runs
-	// the command given as its arguments when its $0, _CHAT_APP_INVOKER,
-	// names Chat's signer, and does nothing otherwise.
-	chatGuard = `[ -n "$$0" ] || { echo "_CHAT_APP_INVOKER is empty: no Chat app, so ChatEvents is not deployed"; exit 0; }; exec gcloud "$$@"`
+	// the command given as its arguments when its $0, chatGuardArg, names
+	// Chat's signer, and does nothing otherwise. The argument is never
+	// empty, so it keeps its place however empty arguments are passed.
+	chatGuard    = `[ "$$0" != chat-invoker= ] || { echo "_CHAT_APP_INVOKER is empty: no Chat app, so ChatEvents is not deployed"; exit 0; }; exec gcloud "$$@"`
+	chatGuardArg = "chat-invoker=" + chatInvoker
 	// chatInvoker is the substitution naming who may invoke ChatEvents.
 	chatInvoker = "${_CHAT_APP_INVOKER}"
 )
@@ -372,7 +379,7 @@ func gcloudArgs(st *buildStep) (args []string, guarded, ok bool) {
 	case st.Entrypoint == "gcloud":
 		return st.Args, false, true
 	case st.Entrypoint == "bash" && len(st.Args) >= 3 && st.Args[0] == "-c" && st.Args[1] == chatGuard:
-		if st.Args[2] != chatInvoker {
+		if st.Args[2] != chatGuardArg {
 			return nil, true, false
 		}
 		return st.Args[3:], true, true
@@ -814,7 +821,7 @@ func TestCloudBuildChecks(t *testing.T) {
 	const webhookRef = "WEBHOOK_SECRETS=projects/${PROJECT_ID}/secrets/${_WEBHOOK_SECRET_NAME}/versions/${_WEBHOOK_SECRET_VERSION}"
 	const kmsRef = "TOKEN_KEYSET_KMS_KEY=gcp-kms://projects/${PROJECT_ID}/locations/${_KMS_LOCATION}/keyRings/${_KMS_KEY_RING}/cryptoKeys/${_KMS_KEY}"
 	const delegation = "|CREDENTIAL_SOURCE=${_CREDENTIAL_SOURCE}|DELEGATED_DOMAINS=${_DELEGATED_DOMAINS}|DELEGATION_SERVICE_ACCOUNT=${_DELEGATION_SERVICE_ACCOUNT}"
-	guarded := "    entrypoint: bash\n    args:\n      - -c\n      - '" + chatGuard + "'\n      - " + chatInvoker + "\n"
+	guarded := "    entrypoint: bash\n    args:\n      - -c\n      - '" + chatGuard + "'\n      - " + chatGuardArg + "\n"
 	for _, tc := range []struct {
 		name       string
 		file, test string // "" means the real file
@@ -895,7 +902,7 @@ func TestCloudBuildChecks(t *testing.T) {
 		{"ChatEvents public", inStep(orig, "deploy-ChatEvents", "--no-allow-unauthenticated", "--allow-unauthenticated"), "", names, "deploy it with --no-allow-unauthenticated"},
 		{"a public function private", inStep(orig, "deploy-CreateSpace", "--allow-unauthenticated", "--no-allow-unauthenticated"), "", names, "CreateSpace must stay public"},
 		{"ChatEvents without a Chat app", inStep(orig, "deploy-ChatEvents", guarded, "    entrypoint: gcloud\n    args:\n"), "", names, "deploys ChatEvents unconditionally"},
-		{"guard on another substitution", inStep(orig, "deploy-ChatEvents", "      - "+chatInvoker+"\n      - functions", "      - ${_REGION}\n      - functions"), "", names, "deploys from a script"},
+		{"guard on another substitution", inStep(orig, "deploy-ChatEvents", "      - "+chatGuardArg+"\n      - functions", "      - chat-invoker=${_REGION}\n      - functions"), "", names, "deploys from a script"},
 		{"no invoker for Chat", dropStep(orig, "invoker-ChatEvents"), "", names, "no step lets Chat's signer invoke ChatEvents"},
 		{"ChatEvents invoked by everyone", inStep(orig, "invoker-ChatEvents", "--member="+chatInvoker, "--member=allUsers"), "", names, "functions add-invoker-policy-binding ChatEvents --region=${_REGION} --member=${_CHAT_APP_INVOKER}"},
 		{"Chat audience as project number", inStep(orig, "deploy-ChatEvents", "CHAT_AUDIENCE_TYPE=ENDPOINT_URL|CHAT_AUDIENCE=https://${_REGION}-${PROJECT_ID}.cloudfunctions.net/ChatEvents", "CHAT_AUDIENCE_TYPE=PROJECT_NUMBER|CHAT_AUDIENCE=123456789012"), "", names, "CHAT_AUDIENCE_TYPE must be ENDPOINT_URL"},
