@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
@@ -411,6 +413,9 @@ func checkCloudBuild(data, testData []byte, functions []string, goVersion string
 		if !strings.Contains(stepText(check), "${"+name+"}") {
 			bad("the first step %q does not check %s, which has no default", check.ID, name)
 		}
+	}
+	if text := stepText(check); !strings.Contains(text, chatInvoker) || !strings.Contains(text, "serviceAccount:chat@system.gserviceaccount.com") {
+		bad("the first step %q does not check _CHAT_APP_INVOKER: only Chat's signer may invoke ChatEvents, never allUsers", check.ID)
 	}
 	if text := stepText(check); !strings.Contains(text, "^[1-9][0-9]*$$") || !strings.Contains(text, "gcloud secrets versions describe") || !strings.Contains(text, "^sha256:[0-9a-f]{64}$$") {
 		bad("the first step %q must refuse a secret version that is not a number or not enabled, and a digest that is not sha256:<hex>", check.ID)
@@ -852,7 +857,8 @@ func TestCloudBuildChecks(t *testing.T) {
 		// Pinned secret versions, checked before anything runs.
 		{"secret version latest", strings.Replace(orig, "/versions/${_CLIENT_SECRET_VERSION}", "/versions/latest", 1), "", names, "pin the version"},
 		{"secret version with a default", strings.Replace(orig, "_KEYSET_SECRET_VERSION: \"\"", "_KEYSET_SECRET_VERSION: \"1\"", 1), "", names, "_KEYSET_SECRET_VERSION has the default"},
-		{"a version left unchecked", inStep(orig, "check", "=${_KEYSET_SECRET_VERSION}=", "=1="), "", names, "does not check _KEYSET_SECRET_VERSION"},
+		{"a version left unchecked", inStep(orig, "check", "=${_KEYSET_SECRET_VERSION}\n", "=1\n"), "", names, "does not check _KEYSET_SECRET_VERSION"},
+		{"any Chat invoker", inStep(orig, "check", "      - CHAT_APP_INVOKER=${_CHAT_APP_INVOKER}\n", ""), "", names, "does not check _CHAT_APP_INVOKER"},
 		{"check accepts any version", inStep(orig, "check", "^[1-9][0-9]*$$", ".*"), "", names, "must refuse a secret version that is not a number"},
 		{"a step before the check", inStep(orig, "test", "waitFor: [check]", "waitFor: ['-']"), "", names, "does not wait for the check step"},
 
@@ -930,6 +936,102 @@ func TestCloudBuildChecks(t *testing.T) {
 				}
 			}
 			t.Errorf("no problem mentions %q; got:\n%s", tc.want, strings.Join(problems, "\n"))
+		})
+	}
+}
+
+// TestCheckStep runs cloudbuild.yaml's first step in bash, with a gcloud
+// that knows which secret versions are enabled, and shows that it passes
+// the pins the README's command gives and refuses each bad one before
+// anything is deployed, without running what a value holds.
+func TestCheckStep(t *testing.T) {
+	data, _ := readBuildFiles(t)
+	cb, err := parseBuild(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := cb.Steps[0]
+	if check.ID != "check" || len(check.Args) != 2 || check.Args[0] != "-c" {
+		t.Fatalf("the first step is %q with %d arguments, want the check script", check.ID, len(check.Args))
+	}
+	bin := t.TempDir()
+	// Versions 1–3 of every secret exist; 3 is disabled.
+	writeTreeFile(t, filepath.Join(bin, "gcloud"), []byte(`#!/bin/bash
+case "$1 $2 $3 $4" in
+  "secrets versions describe 1"|"secrets versions describe 2") echo ENABLED ;;
+  "secrets versions describe 3") echo DISABLED ;;
+  "secrets versions describe "*) echo "ERROR: NOT_FOUND" >&2; exit 1 ;;
+  *) echo "unexpected gcloud $*" >&2; exit 3 ;;
+esac
+`))
+	if err := os.Chmod(filepath.Join(bin, "gcloud"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	good := map[string]string{"_CHAT_APP_INVOKER": "serviceAccount:chat@system.gserviceaccount.com", "_CLIENT_SECRET_VERSION": "2"}
+	for k, v := range operatorSubstitutions {
+		if _, ok := good[k]; !ok {
+			good[k] = v
+		}
+	}
+	run := func(t *testing.T, with map[string]string) (string, error) {
+		values := map[string]string{}
+		for k, v := range cb.Substitutions {
+			values[k] = v
+		}
+		for k, v := range good {
+			values[k] = v
+		}
+		for k, v := range with {
+			values[k] = v
+		}
+		sub := func(s string) string { return expand(s, values, func(string) {}) }
+		cmd := exec.Command("bash", "-c", sub(check.Args[1]))
+		cmd.Dir = t.TempDir()
+		cmd.Env = []string{"PATH=" + bin + ":/usr/bin:/bin"}
+		for _, e := range check.Env {
+			cmd.Env = append(cmd.Env, sub(e))
+		}
+		out, err := cmd.CombinedOutput()
+		// A value is data, never script.
+		if _, serr := os.Stat(filepath.Join(cmd.Dir, "injected")); serr == nil {
+			t.Error("a substitution's value was run as a command")
+		}
+		return string(out), err
+	}
+	for _, tc := range []struct {
+		name string
+		with map[string]string
+		want string // "" means passes
+	}{
+		{"the README's pins", nil, ""},
+		{"no Chat app", map[string]string{"_CHAT_APP_INVOKER": ""}, ""},
+		{"an add-on's service agent", map[string]string{"_CHAT_APP_INVOKER": "serviceAccount:service-123456789012@gcp-sa-gsuiteaddons.iam.gserviceaccount.com"}, ""},
+		{"version missing", map[string]string{"_KEYSET_SECRET_VERSION": ""}, "_KEYSET_SECRET_VERSION must be the number"},
+		{"version latest", map[string]string{"_WEBHOOK_SECRET_VERSION": "latest"}, "_WEBHOOK_SECRET_VERSION must be the number"},
+		{"version 0", map[string]string{"_CLIENT_SECRET_VERSION": "0"}, "_CLIENT_SECRET_VERSION must be the number"},
+		{"version with a suffix", map[string]string{"_CLIENT_SECRET_VERSION": "2 "}, "_CLIENT_SECRET_VERSION must be the number"},
+		{"version disabled", map[string]string{"_KEYSET_SECRET_VERSION": "3"}, "is DISABLED, not ENABLED"},
+		{"version absent", map[string]string{"_KEYSET_SECRET_VERSION": "9"}, "is missing or unreadable (see above), not ENABLED"},
+		{"digest missing", map[string]string{"_GO_IMAGE_DIGEST": ""}, "_GO_IMAGE_DIGEST must be an image digest"},
+		{"a tag for a digest", map[string]string{"_GCLOUD_IMAGE_DIGEST": "slim"}, "_GCLOUD_IMAGE_DIGEST must be an image digest"},
+		{"a short digest", map[string]string{"_GCLOUD_IMAGE_DIGEST": "sha256:abc"}, "_GCLOUD_IMAGE_DIGEST must be an image digest"},
+		{"everyone may invoke ChatEvents", map[string]string{"_CHAT_APP_INVOKER": "allUsers"}, "_CHAT_APP_INVOKER must be"},
+		{"every Google account may", map[string]string{"_CHAT_APP_INVOKER": "allAuthenticatedUsers"}, "_CHAT_APP_INVOKER must be"},
+		{"another account", map[string]string{"_CHAT_APP_INVOKER": "serviceAccount:chat@system.gserviceaccount.com.evil.example"}, "_CHAT_APP_INVOKER must be"},
+		{"a look-alike agent", map[string]string{"_CHAT_APP_INVOKER": "serviceAccount:service-1@gcp-sa-gsuiteaddons.iam.gserviceaccount.com,allUsers"}, "_CHAT_APP_INVOKER must be"},
+		{"a value that is a command", map[string]string{"_CHAT_APP_INVOKER": "$(touch injected)", "_GO_IMAGE_DIGEST": "`touch injected`"}, "must be"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := run(t, tc.with)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("refused: %v\n%s", err, out)
+			case tc.want != "" && (err == nil || !strings.Contains(out, tc.want)):
+				t.Errorf("got %v:\n%s\nwant a refusal saying %q", err, out, tc.want)
+			}
+			if strings.Contains(out, "unexpected gcloud") {
+				t.Errorf("the check ran another gcloud command:\n%s", out)
+			}
 		})
 	}
 }

@@ -134,7 +134,12 @@ func cloudBuildCommands(t *testing.T) [][]string {
 			continue
 		}
 		if st.Entrypoint == "bash" && len(st.Args) == 2 && st.Args[0] == "-c" {
-			cmds = append(cmds, recordGcloud(t, sub(st.Args[1]))...)
+			var env strings.Builder
+			for _, e := range st.Env {
+				k, v, _ := strings.Cut(sub(e), "=")
+				fmt.Fprintf(&env, "export %s='%s'\n", k, strings.ReplaceAll(v, "'", `'\''`))
+			}
+			cmds = append(cmds, recordGcloud(t, env.String()+sub(st.Args[1]))...)
 		}
 	}
 	return cmds
