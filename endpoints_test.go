@@ -1,9 +1,12 @@
 package chatauth
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -121,6 +124,25 @@ func TestDeployedClientEndpoints(t *testing.T) {
 	fake := e.google.ClientJSON("web")
 	if err := build(fake, false); err != nil {
 		t.Fatalf("undeployed, the fake's client JSON: %v", err)
+	}
+	// Through the handler: 500 with the JSON envelope, the detail in the
+	// log only, and no client secret anywhere.
+	logs := &syncBuffer{}
+	inst := &instance{log: newLogger(logs), build: func(ctx context.Context) (*server, error) {
+		cfg := e.cfg
+		cfg.Deployed = true
+		return newServer(ctx, cfg, serverOptions{logger: newLogger(logs)})
+	}}
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodPost, "/CreateSpace", strings.NewReader(`{}`))
+	i := slices.IndexFunc(registered, func(f function) bool { return f.name == "CreateSpace" })
+	inst.handler(registered[i])(rec, req)
+	if rec.Code != http.StatusInternalServerError || !strings.Contains(rec.Body.String(), `"status":"INTERNAL"`) ||
+		strings.Contains(rec.Body.String(), "auth_uri") {
+		t.Errorf("deployed with the fake's client JSON: got %d %s, want 500 INTERNAL without the detail", rec.Code, rec.Body.String())
+	}
+	if !strings.Contains(logs.String(), "auth_uri") || strings.Contains(logs.String()+rec.Body.String(), e.google.ClientSecret()) {
+		t.Errorf("the log should name auth_uri and never the client secret:\n%s", logs.String())
 	}
 	err := build(fake, true)
 	if err == nil || !strings.Contains(err.Error(), "auth_uri") || !strings.Contains(err.Error(), "token_uri") {
