@@ -34,17 +34,25 @@ type Config struct {
 	ChatAudienceType  string   // CHAT_AUDIENCE_TYPE: ENDPOINT_URL or PROJECT_NUMBER; empty: ChatEvents is off
 	ChatAudience      string   // CHAT_AUDIENCE: the ChatEvents URL, or the project number, as set in the Chat app's configuration
 	Deployed          bool     // K_SERVICE is set: running on Cloud Functions / Cloud Run
+	Function          string   // FUNCTION_TARGET: the one function a deployed instance serves; empty: every function
 
 	// Domain-wide delegation (delegation.go).
 	CredentialSource       string   // CREDENTIAL_SOURCE: consent (default), delegation, consent_then_delegation or delegation_then_consent
 	DelegatedDomains       []string // DELEGATED_DOMAINS: the Workspace domains whose users delegation may act for, lowercase
-	DelegationAccount      string   // DELEGATION_SERVICE_ACCOUNT: keyless delegation's service account (the function's own), lowercase
+	DelegationAccount      string   // DELEGATION_SERVICE_ACCOUNT: the service account keyless delegation signs as, lowercase
 	DelegationKey          string   // DELEGATION_KEY: secret reference to a service account's JSON key, instead of keyless
 	IAMCredentialsEndpoint string   // IAM_CREDENTIALS_ENDPOINT: IAM Credentials API base URL; empty means Google's
 }
 
 // Google's token revocation endpoint.
 const googleRevokeURL = "https://oauth2.googleapis.com/revoke"
+
+// callerFree names the functions that never authenticate a webhook caller:
+// deployed alone (FUNCTION_TARGET), they need neither WEBHOOK_SECRETS nor
+// ALLOWED_AUDIENCES, so their service account need not read the webhook
+// secret (README.md, "Deploy to Google Cloud"). Any other function, a new
+// one included, needs one of the two.
+var callerFree = map[string]bool{"OAuthStart": true, "OAuthCallback": true, "ChatEvents": true}
 
 // loadConfig reads the configuration with getenv (os.Getenv in production,
 // a map in tests). Its error names every missing or invalid variable at
@@ -69,6 +77,7 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		ChatAudienceType:  strings.ToUpper(get("CHAT_AUDIENCE_TYPE")),
 		ChatAudience:      get("CHAT_AUDIENCE"),
 		Deployed:          get("K_SERVICE") != "",
+		Function:          get("FUNCTION_TARGET"),
 
 		CredentialSource:       strings.ToLower(get("CREDENTIAL_SOURCE")),
 		DelegatedDomains:       splitList(strings.ToLower(get("DELEGATED_DOMAINS"))),
@@ -112,7 +121,7 @@ func loadConfig(getenv func(string) string) (Config, error) {
 	default:
 		invalid = append(invalid, fmt.Sprintf("STORE: %q is not a store; use %q or %q", c.Store, storeFirestore, storeLocal))
 	}
-	if c.WebhookSecrets == "" && len(c.AllowedAudiences) == 0 {
+	if c.WebhookSecrets == "" && len(c.AllowedAudiences) == 0 && !callerFree[c.Function] {
 		missing = append(missing, "WEBHOOK_SECRETS (or ALLOWED_AUDIENCES, when only Google ID tokens call)")
 	}
 	if c.TokenKeysetKMSKey != "" && !kmsKeyURIPattern().MatchString(c.TokenKeysetKMSKey) {
@@ -137,6 +146,7 @@ func loadConfig(getenv func(string) string) (Config, error) {
 	}
 
 	invalid = append(invalid, checkChatAudience(c.ChatAudienceType, c.ChatAudience)...)
+	invalid = append(invalid, checkDeployedEndpoints(&c)...)
 	invalid = append(invalid, checkDelegation(&c)...)
 	invalid = append(invalid, unbuilt(c)...)
 

@@ -121,7 +121,7 @@ func checkDelegation(c *Config) []string {
 	}
 	switch {
 	case c.DelegationAccount == "" && c.DelegationKey == "":
-		problems = append(problems, "DELEGATION_SERVICE_ACCOUNT: required with CREDENTIAL_SOURCE="+c.CredentialSource+": the email of the service account the function runs as (keyless), or set DELEGATION_KEY instead")
+		problems = append(problems, "DELEGATION_SERVICE_ACCOUNT: required with CREDENTIAL_SOURCE="+c.CredentialSource+": the email of the service account delegation signs as (keyless; see README.md), or set DELEGATION_KEY instead")
 	case c.DelegationAccount != "" && c.DelegationKey != "":
 		problems = append(problems, "set DELEGATION_SERVICE_ACCOUNT (keyless) or DELEGATION_KEY, not both: a key names its own service account")
 	case c.DelegationAccount != "" && !validEmail(c.DelegationAccount):
@@ -299,6 +299,9 @@ func newDelegator(ctx context.Context, cfg Config, key []byte, tokenURL string, 
 		}
 		if err := checkBaseURL(jc.TokenURL, false); err != nil {
 			return nil, fmt.Errorf("delegation: DELEGATION_KEY's token_uri: %w", err)
+		}
+		if p := notGoogle("DELEGATION_KEY's token_uri", jc.TokenURL, googleTokenURLs); cfg.Deployed && p != "" {
+			return nil, errors.New("delegation: " + p)
 		}
 		jc.Audience = googleTokenURL
 		d.key, d.account, d.clientID, d.tokenURL = jc, strings.ToLower(kf.ClientEmail), kf.ClientID, jc.TokenURL

@@ -164,8 +164,13 @@ func newServer(ctx context.Context, cfg Config, o serverOptions) (*server, error
 		if err != nil {
 			return err
 		}
-		s.client, err = parseClientSecrets(clientJSON)
-		return err
+		if s.client, err = parseClientSecrets(clientJSON); err != nil {
+			return err
+		}
+		if cfg.Deployed {
+			return checkClientEndpoints(s.client)
+		}
+		return nil
 	})
 	g.Go(func() error {
 		keyset, err := s.secrets.read(gctx, cfg.TokenKeyset)
