@@ -731,6 +731,17 @@ func oauthAttacks() []attackCase {
 		{"login_hint longer than an address can be", just(func(a *attackEnv) *http.Request {
 			return a.browserGet(a.victim, a.base+"/OAuthStart?login_hint="+strings.Repeat("a", 250)+"%40example.com")
 		}), 400, ia, 0},
+		{"OAuthStart sent 2,000 flow cookies", just(func(a *attackEnv) *http.Request {
+			// Answered as any start, with a bounded number of cookies
+			// cleared (TestStartClearsFlowCookies counts them).
+			var pairs []string
+			for i := range 2000 {
+				pairs = append(pairs, fmt.Sprintf("%s%016x", flowCookiePrefix, i), flowValuePrefix+"1."+randomToken())
+			}
+			req := a.browserGet(a.victim, a.base+"/OAuthStart?login_hint=alice%40example.com")
+			req.Header.Set("Cookie", cookieHeader(pairs...))
+			return req
+		}), 302, "", 0},
 		{"callback by POST", started(func(a *attackEnv, cb *url.URL) *http.Request {
 			req := a.browserGet(a.victim, cb.String())
 			req.Method = http.MethodPost

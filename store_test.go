@@ -360,8 +360,8 @@ func TestLocalStoreDropsLegacyStates(t *testing.T) {
 	})
 }
 
-// TestUsedStateLayout: a used state is stored as DESIGN's data layout
-// says, chatauth_used_states/{hash} with a timestamp expireAt (the field a
+// TestUsedStateLayout: a used state is stored as the data layout
+// says (README, "Data"), chatauth_used_states/{hash} with a timestamp expireAt (the field a
 // Firestore TTL policy deletes by), on both stores.
 func TestUsedStateLayout(t *testing.T) {
 	for _, kind := range storeKinds {
