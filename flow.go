@@ -33,8 +33,8 @@ const (
 	// request to OAuthStart carries as many, the oldest are cleared to make
 	// room for the new one. A flow cookie is at most about 3.3 KB (one
 	// from a Chat prompt with Chat's longest redirect; one from OAuthStart
-	// alone is about 200 bytes), so the cookies stay within what browsers
-	// and front ends accept in one request.
+	// alone is about 200 bytes), so five of them, about 17 KB at most,
+	// stay within common limits on a request's headers.
 	maxFlowCookies = 5
 	// maxFlowCookiesRead bounds the flow cookies OAuthStart looks at in a
 	// request. A browser holds at most a few; a client that sends

@@ -187,10 +187,10 @@ func FuzzCallbackState(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	seal := func(s *server, state string) string {
+	seal := func(t *testing.T, s *server, state string) string {
 		v, err := s.sealFlow(state, &stateRecord{Verifier: oauth2.GenerateVerifier(), LoginHint: "alice@example.com", CreatedAt: fuzzNow.Add(-time.Minute)})
 		if err != nil {
-			f.Fatal(err)
+			t.Fatal(err)
 		}
 		return v
 	}
@@ -209,7 +209,7 @@ func FuzzCallbackState(f *testing.F) {
 				return nil, errors.New("the fuzz target has no network")
 			})},
 		}
-		genuine, other := seal(s, fuzzState), seal(s, "another-flow-of-the-same-browser")
+		genuine, other := seal(t, s, fuzzState), seal(t, s, "another-flow-of-the-same-browser")
 		cookie = strings.NewReplacer("$FLOW", genuine, "$OTHER", other).Replace(cookie)
 		r := (&http.Request{
 			Method: http.MethodGet,

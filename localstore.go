@@ -26,9 +26,9 @@ const (
 	// 8-byte big-endian Unix second, then the marker's key), so that
 	// expired markers are found from the index's start, without a scan.
 	usedStatesByExpiry = "chatauth_used_states_by_expiry"
-	// legacyStatesBucket held pending consent states, verifiers in clear,
-	// before flows moved into the browser's cookies; it is dropped when
-	// the store opens.
+	// legacyStatesBucket is where earlier versions kept pending consent
+	// states, PKCE verifiers in clear. Nothing reads it, so it is dropped
+	// when the store opens.
 	legacyStatesBucket = "chatauth_states"
 	// purgeBatch bounds the expired markers one markStateUsed removes, so
 	// that no callback pays for a long backlog at once; each call removes
