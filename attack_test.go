@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -230,20 +231,38 @@ func (a *attackEnv) connectVictim() {
 	}
 }
 
-// replaceState rewrites the stored state of a started consent, as only
-// someone with write access to the store (or a badly skewed instance)
-// could, to see that the callback checks what it reads.
-func (a *attackEnv) replaceState(cb *url.URL, edit func(*stateRecord)) {
+// flowCookieOf is the name of a started consent's flow cookie and the
+// value b holds under it.
+func flowCookieOf(b *browser, cb *url.URL) (name, value string) {
+	name = flowCookieName(cb.Query().Get("state"))
+	return name, b.cookies[name]
+}
+
+// resealFlow replaces the victim's flow cookie of a started consent with
+// one sealed after edit, as only a holder of the token keyset (or an
+// instance with a skewed clock) could make it, to see that the callback
+// checks what it opens.
+func (a *attackEnv) resealFlow(cb *url.URL, edit func(*stateRecord)) {
 	a.t.Helper()
-	key := hashToken(cb.Query().Get("state"))
-	rec, err := a.srv.store.consumeState(context.Background(), key)
+	state := cb.Query().Get("state")
+	name, value := flowCookieOf(a.victim, cb)
+	rec, err := a.srv.openFlow(state, value)
 	if err != nil {
-		a.t.Fatalf("read the state: %v", err)
+		a.t.Fatalf("open the victim's flow cookie: %v", err)
 	}
 	edit(rec)
-	if err := a.srv.store.putState(context.Background(), key, rec); err != nil {
-		a.t.Fatalf("write the state: %v", err)
+	if a.victim.cookies[name], err = a.srv.sealFlow(state, rec); err != nil {
+		a.t.Fatalf("seal the flow cookie: %v", err)
 	}
+}
+
+// cookieHeader is a Cookie header of name=value pairs, in order.
+func cookieHeader(pairs ...string) string {
+	var parts []string
+	for i := 0; i+1 < len(pairs); i += 2 {
+		parts = append(parts, pairs[i]+"="+pairs[i+1])
+	}
+	return strings.Join(parts, "; ")
 }
 
 // victimCompletes checks that the victim's own callback still succeeds
@@ -473,63 +492,153 @@ func oauthAttacks() []attackCase {
 		}), 400, ia, 0},
 		{"replayed callback", func(a *attackEnv) (*http.Request, func(a *attackEnv)) {
 			cb := a.consentCallback(a.victim, aliceEmail)
-			cookie := a.victim.cookies[stateCookie]
+			name, cookie := flowCookieOf(a.victim, cb)
 			if resp, body := a.victim.get(cb.String()); resp.StatusCode != 200 {
 				a.t.Fatalf("first callback: %d %s", resp.StatusCode, body)
 			}
 			// The replay comes with the cookie the first callback cleared,
 			// as an attacker who copied both would send it.
-			a.attacker.cookies[stateCookie] = cookie
+			a.attacker.cookies[name] = cookie
 			return a.browserGet(a.attacker, cb.String()), nil
 		}, 403, pd, 0},
-		{"expired state", started(func(a *attackEnv, cb *url.URL) *http.Request {
+		{"replayed callback in the same browser, cookie kept", func(a *attackEnv) (*http.Request, func(a *attackEnv)) {
+			cb := a.consentCallback(a.victim, aliceEmail)
+			name, cookie := flowCookieOf(a.victim, cb)
+			if resp, body := a.victim.get(cb.String()); resp.StatusCode != 200 {
+				a.t.Fatalf("first callback: %d %s", resp.StatusCode, body)
+			}
+			a.victim.cookies[name] = cookie
+			return a.browserGet(a.victim, cb.String()), nil
+		}, 403, pd, 0},
+		{"expired flow", started(func(a *attackEnv, cb *url.URL) *http.Request {
 			a.clock.Advance(stateTTL + time.Second)
 			return a.browserGet(a.victim, cb.String())
 		}), 403, pd, 0},
-		{"future-dated state", started(func(a *attackEnv, cb *url.URL) *http.Request {
-			// A state record dated an hour ahead would otherwise stay
-			// usable for 70 minutes; its lifetime is bounded from now.
-			a.replaceState(cb, func(r *stateRecord) {
-				r.CreatedAt = r.CreatedAt.Add(time.Hour)
-				r.ExpireAt = r.ExpireAt.Add(time.Hour)
-			})
+		{"flow sealed an hour ahead", started(func(a *attackEnv, cb *url.URL) *http.Request {
+			// A cookie dated an hour ahead (by an instance whose clock is
+			// wrong) would otherwise stay usable for 70 minutes.
+			a.resealFlow(cb, func(r *stateRecord) { r.CreatedAt = r.CreatedAt.Add(time.Hour) })
 			return a.browserGet(a.victim, cb.String())
 		}), 403, pd, 0},
-		{"state with a stretched lifetime", started(func(a *attackEnv, cb *url.URL) *http.Request {
-			a.replaceState(cb, func(r *stateRecord) { r.ExpireAt = r.CreatedAt.Add(24 * time.Hour) })
+		{"flow cookie's clear creation time moved forward", started(func(a *attackEnv, cb *url.URL) *http.Request {
+			// The creation time is readable in the value, and bound to
+			// the ciphertext: moving it to stretch the flow's life breaks
+			// the seal.
+			name, value := flowCookieOf(a.victim, cb)
+			created, _, _ := splitFlowValue(value)
+			later := strconv.FormatInt(created+int64(stateTTL/time.Second), 10)
+			a.victim.cookies[name] = strings.Replace(value, strconv.FormatInt(created, 10), later, 1)
 			a.clock.Advance(stateTTL + time.Second)
 			return a.browserGet(a.victim, cb.String())
 		}), 403, pd, 0},
 
-		// The state is bound to the browser that started the consent.
+		// The state is bound to the browser that started the consent, by
+		// a cookie of the flow's own that only the server can seal.
 		{"state bound to another browser's cookie", started(func(a *attackEnv, cb *url.URL) *http.Request {
 			a.consentCallback(a.attacker, malloryEmail)
 			return a.browserGet(a.attacker, cb.String())
 		}), 403, pd, 0},
-		{"no cookie", started(func(a *attackEnv, cb *url.URL) *http.Request {
+		{"attacker's callback opened in the victim's browser (login CSRF)", func(a *attackEnv) (*http.Request, func(a *attackEnv)) {
+			a.consentCallback(a.victim, aliceEmail)
+			return a.browserGet(a.victim, a.consentCallback(a.attacker, malloryEmail).String()), nil
+		}, 403, pd, 0},
+		{"no cookie", startedThenCompletes(func(a *attackEnv, cb *url.URL) *http.Request {
 			return a.browserGet(newBrowser(a.t), cb.String())
 		}), 403, pd, 0},
-		{"empty cookie", started(func(a *attackEnv, cb *url.URL) *http.Request {
+		{"empty cookie", startedThenCompletes(func(a *attackEnv, cb *url.URL) *http.Request {
 			req := a.browserGet(newBrowser(a.t), cb.String())
-			req.Header.Set("Cookie", stateCookie+"=")
+			name, _ := flowCookieOf(a.victim, cb)
+			req.Header.Set("Cookie", name+"=")
 			return req
 		}), 403, pd, 0},
-		{"cookie without the __Host- prefix", started(func(a *attackEnv, cb *url.URL) *http.Request {
+		{"cookie without the __Host- prefix", startedThenCompletes(func(a *attackEnv, cb *url.URL) *http.Request {
 			req := a.browserGet(newBrowser(a.t), cb.String())
-			req.Header.Set("Cookie", strings.TrimPrefix(stateCookie, "__Host-")+"="+a.victim.cookies[stateCookie])
+			name, value := flowCookieOf(a.victim, cb)
+			req.Header.Set("Cookie", strings.TrimPrefix(name, "__Host-")+"="+value)
 			return req
 		}), 403, pd, 0},
-		{"attacker's cookie planted before the victim's", started(func(a *attackEnv, cb *url.URL) *http.Request {
-			a.consentCallback(a.attacker, malloryEmail)
+		{"cookie name in upper case", startedThenCompletes(func(a *attackEnv, cb *url.URL) *http.Request {
 			req := a.browserGet(newBrowser(a.t), cb.String())
-			req.Header.Set("Cookie", stateCookie+"="+a.attacker.cookies[stateCookie]+"; "+stateCookie+"="+a.victim.cookies[stateCookie])
+			name, value := flowCookieOf(a.victim, cb)
+			req.Header.Set("Cookie", strings.ToUpper(name)+"="+value)
 			return req
 		}), 403, pd, 0},
-		{"cookie value is the state itself", started(func(a *attackEnv, cb *url.URL) *http.Request {
+		{"cookie of another flow of the same browser", startedThenCompletes(func(a *attackEnv, cb *url.URL) *http.Request {
+			other := a.consentCallback(a.victim, aliceEmail)
+			name, _ := flowCookieOf(a.victim, cb)
+			_, otherValue := flowCookieOf(a.victim, other)
 			req := a.browserGet(newBrowser(a.t), cb.String())
-			req.Header.Set("Cookie", stateCookie+"="+cb.Query().Get("state"))
+			req.Header.Set("Cookie", cookieHeader(name, otherValue))
 			return req
 		}), 403, pd, 0},
+		{"two flows' cookie names swapped", startedThenCompletes(func(a *attackEnv, cb *url.URL) *http.Request {
+			other := a.consentCallback(a.victim, aliceEmail)
+			name, value := flowCookieOf(a.victim, cb)
+			otherName, otherValue := flowCookieOf(a.victim, other)
+			req := a.browserGet(newBrowser(a.t), cb.String())
+			req.Header.Set("Cookie", cookieHeader(name, otherValue, otherName, value))
+			return req
+		}), 403, pd, 0},
+		{"attacker's own flow cookie under the victim's name", startedThenCompletes(func(a *attackEnv, cb *url.URL) *http.Request {
+			_, attackerValue := flowCookieOf(a.attacker, a.consentCallback(a.attacker, malloryEmail))
+			name, _ := flowCookieOf(a.victim, cb)
+			req := a.browserGet(newBrowser(a.t), cb.String())
+			req.Header.Set("Cookie", cookieHeader(name, attackerValue))
+			return req
+		}), 403, pd, 0},
+		{"forged flow cookie", startedThenCompletes(func(a *attackEnv, cb *url.URL) *http.Request {
+			name, value := flowCookieOf(a.victim, cb)
+			created, _, _ := splitFlowValue(value)
+			req := a.browserGet(newBrowser(a.t), cb.String())
+			req.Header.Set("Cookie", cookieHeader(name, flowValuePrefix+strconv.FormatInt(created, 10)+"."+randomToken()+randomToken()))
+			return req
+		}), 403, pd, 0},
+		{"flow cookie bit-flipped", startedThenCompletes(func(a *attackEnv, cb *url.URL) *http.Request {
+			name, value := flowCookieOf(a.victim, cb)
+			b := []byte(value)
+			b[len(b)-10] ^= 0x01
+			req := a.browserGet(newBrowser(a.t), cb.String())
+			req.Header.Set("Cookie", cookieHeader(name, string(b)))
+			return req
+		}), 403, pd, 0},
+		{"flow cookie truncated", startedThenCompletes(func(a *attackEnv, cb *url.URL) *http.Request {
+			name, value := flowCookieOf(a.victim, cb)
+			req := a.browserGet(newBrowser(a.t), cb.String())
+			req.Header.Set("Cookie", cookieHeader(name, value[:len(value)-4]))
+			return req
+		}), 403, pd, 0},
+		{"flow cookie of an older format", startedThenCompletes(func(a *attackEnv, cb *url.URL) *http.Request {
+			name, value := flowCookieOf(a.victim, cb)
+			req := a.browserGet(newBrowser(a.t), cb.String())
+			req.Header.Set("Cookie", cookieHeader(name, "f0."+strings.TrimPrefix(value, flowValuePrefix)))
+			return req
+		}), 403, pd, 0},
+		{"cookie value is the state itself", startedThenCompletes(func(a *attackEnv, cb *url.URL) *http.Request {
+			name, _ := flowCookieOf(a.victim, cb)
+			req := a.browserGet(newBrowser(a.t), cb.String())
+			req.Header.Set("Cookie", cookieHeader(name, cb.Query().Get("state")))
+			return req
+		}), 403, pd, 0},
+		{"the victim's cookie behind 20 forged ones of its name", startedThenCompletes(func(a *attackEnv, cb *url.URL) *http.Request {
+			name, value := flowCookieOf(a.victim, cb)
+			var pairs []string
+			for range 20 {
+				pairs = append(pairs, name, flowValuePrefix+"1."+randomToken())
+			}
+			req := a.browserGet(newBrowser(a.t), cb.String())
+			req.Header.Set("Cookie", cookieHeader(append(pairs, name, value)...))
+			return req
+		}), 403, pd, 0},
+		{"a planted cookie of the victim's name does not block the victim", started(func(a *attackEnv, cb *url.URL) *http.Request {
+			// Only a genuine cookie opens, so a planted one before it (a
+			// browser refuses to take a __Host- cookie from anywhere but
+			// chatauth's host) changes nothing.
+			_, attackerValue := flowCookieOf(a.attacker, a.consentCallback(a.attacker, malloryEmail))
+			name, value := flowCookieOf(a.victim, cb)
+			req := a.browserGet(newBrowser(a.t), cb.String())
+			req.Header.Set("Cookie", cookieHeader(name, attackerValue, name, value))
+			return req
+		}), 200, "", mayExchange},
 
 		// Codes: injected, stolen, replayed, or redeemed with the wrong
 		// PKCE verifier. Google refuses each; nothing is stored.
@@ -542,7 +651,7 @@ func oauthAttacks() []attackCase {
 			return a.browserGet(a.attacker, withParam(attacker, "code", cb.Query().Get("code")))
 		}), 403, ar, mayExchange},
 		{"PKCE verifier mismatch", started(func(a *attackEnv, cb *url.URL) *http.Request {
-			a.replaceState(cb, func(r *stateRecord) { r.Verifier = oauth2.GenerateVerifier() })
+			a.resealFlow(cb, func(r *stateRecord) { r.Verifier = oauth2.GenerateVerifier() })
 			return a.browserGet(a.victim, cb.String())
 		}), 403, ar, mayExchange},
 		{"used code replayed in a new flow", func(a *attackEnv) (*http.Request, func(a *attackEnv)) {
@@ -564,15 +673,30 @@ func oauthAttacks() []attackCase {
 		}), 403, ar, 0},
 
 		// RFC 9207 issuer identification: a mix-up never sends the code.
-		{"iss mix-up", started(func(a *attackEnv, cb *url.URL) *http.Request {
+		{"iss mix-up", startedThenCompletes(func(a *attackEnv, cb *url.URL) *http.Request {
 			return a.browserGet(a.victim, withParam(cb, "iss", "https://evil.example"))
 		}), 403, pd, 0},
-		{"iss with a trailing slash", started(func(a *attackEnv, cb *url.URL) *http.Request {
+		{"iss with a trailing slash", startedThenCompletes(func(a *attackEnv, cb *url.URL) *http.Request {
 			return a.browserGet(a.victim, withParam(cb, "iss", googleIssuer+"/"))
 		}), 403, pd, 0},
-		{"iss on another scheme", started(func(a *attackEnv, cb *url.URL) *http.Request {
+		{"iss on another scheme", startedThenCompletes(func(a *attackEnv, cb *url.URL) *http.Request {
 			return a.browserGet(a.victim, withParam(cb, "iss", "http://accounts.google.com"))
 		}), 403, pd, 0},
+		{"iss present but empty", startedThenCompletes(func(a *attackEnv, cb *url.URL) *http.Request {
+			return a.browserGet(a.victim, withParam(cb, "iss", ""))
+		}), 403, pd, 0},
+		{"iss as the id_token's bare issuer", startedThenCompletes(func(a *attackEnv, cb *url.URL) *http.Request {
+			return a.browserGet(a.victim, withParam(cb, "iss", "accounts.google.com"))
+		}), 403, pd, 0},
+		{"iss in another case", startedThenCompletes(func(a *attackEnv, cb *url.URL) *http.Request {
+			return a.browserGet(a.victim, withParam(cb, "iss", "https://Accounts.Google.com"))
+		}), 403, pd, 0},
+		{"iss with a space after it", startedThenCompletes(func(a *attackEnv, cb *url.URL) *http.Request {
+			return a.browserGet(a.victim, withParam(cb, "iss", googleIssuer+" "))
+		}), 403, pd, 0},
+		{"iss empty, then Google's", startedThenCompletes(func(a *attackEnv, cb *url.URL) *http.Request {
+			return a.browserGet(a.victim, rawQuery(cb, "&iss=&iss="+url.QueryEscape(googleIssuer)))
+		}), 400, ia, 0},
 		{"iss repeated", startedThenCompletes(func(a *attackEnv, cb *url.URL) *http.Request {
 			return a.browserGet(a.victim, rawQuery(cb, "&iss="+url.QueryEscape(googleIssuer)))
 		}), 400, ia, 0},
@@ -607,6 +731,17 @@ func oauthAttacks() []attackCase {
 		{"login_hint longer than an address can be", just(func(a *attackEnv) *http.Request {
 			return a.browserGet(a.victim, a.base+"/OAuthStart?login_hint="+strings.Repeat("a", 250)+"%40example.com")
 		}), 400, ia, 0},
+		{"OAuthStart sent 2,000 flow cookies", just(func(a *attackEnv) *http.Request {
+			// Answered as any start, with a bounded number of cookies
+			// cleared (TestStartClearsFlowCookies counts them).
+			var pairs []string
+			for i := range 2000 {
+				pairs = append(pairs, fmt.Sprintf("%s%016x", flowCookiePrefix, i), flowValuePrefix+"1."+randomToken())
+			}
+			req := a.browserGet(a.victim, a.base+"/OAuthStart?login_hint=alice%40example.com")
+			req.Header.Set("Cookie", cookieHeader(pairs...))
+			return req
+		}), 302, "", 0},
 		{"callback by POST", started(func(a *attackEnv, cb *url.URL) *http.Request {
 			req := a.browserGet(a.victim, cb.String())
 			req.Method = http.MethodPost

@@ -146,10 +146,10 @@ func TestBrowserConsent(t *testing.T) {
 				e := newBrowserEnv(t, kind)
 				ctx := newChromium(t)
 				openConsentPage(t, ctx, e)
-				if got := stateCookies(t, ctx, e.base); len(got) != 1 {
-					t.Fatalf("Chromium holds %d %s cookies for %s, want 1", len(got), stateCookie, e.base)
+				if got := flowCookies(t, ctx, e.base); len(got) != 1 {
+					t.Fatalf("Chromium holds %d %s… cookies for %s, want 1", len(got), flowCookiePrefix, e.base)
 				} else if c := got[0]; !c.Secure || !c.HTTPOnly || c.SameSite != network.CookieSameSiteLax || c.Path != "/" || c.Domain != "localhost" {
-					t.Errorf("state cookie in Chromium: secure %v httpOnly %v sameSite %q path %q domain %q; want Secure HttpOnly Lax / localhost",
+					t.Errorf("flow cookie in Chromium: secure %v httpOnly %v sameSite %q path %q domain %q; want Secure HttpOnly Lax / localhost",
 						c.Secure, c.HTTPOnly, c.SameSite, c.Path, c.Domain)
 				}
 				screenshot(t, ctx, kind, "consent-page")
@@ -177,8 +177,43 @@ func TestBrowserConsent(t *testing.T) {
 				if strings.Contains(text, rec.RefreshToken) || strings.Contains(text, rec.AccessToken) {
 					t.Error("the success page shows a token")
 				}
-				if got := stateCookies(t, ctx, e.base); len(got) != 0 {
-					t.Errorf("the state cookie is still in Chromium after the callback")
+				if got := flowCookies(t, ctx, e.base); len(got) != 0 {
+					t.Errorf("the flow cookie is still in Chromium after the callback")
+				}
+			})
+
+			t.Run("two tabs", func(t *testing.T) {
+				// Two consents under way in one browser at once, as with a
+				// second tab (or another site sending the browser to
+				// OAuthStart): each has its own cookie, and both complete,
+				// the one started first last.
+				e := newBrowserEnv(t, kind)
+				first := newChromium(t)
+				openConsentPage(t, first, e)
+				second, cancel := chromedp.NewContext(first)
+				defer cancel()
+				openConsentPage(t, second, e)
+				if got := flowCookies(t, first, e.base); len(got) != 2 {
+					t.Fatalf("Chromium holds %d flow cookies for %s with two consents under way, want 2", len(got), e.base)
+				}
+				for i, tab := range []context.Context{second, first} {
+					resp, err := chromedp.RunResponse(tab, chromedp.Click(chromedp.ID("allow")))
+					if err != nil {
+						t.Fatalf("click Allow in tab %d: %v", 2-i, err)
+					}
+					if text := pageText(t, tab); resp.Status != http.StatusOK || !strings.Contains(text, "Google Chat is connected") {
+						t.Fatalf("Allow in tab %d: got %d at %s, want the success page; page: %s", 2-i, resp.Status, resp.URL, text)
+					}
+				}
+				screenshot(t, first, kind, "two-tabs-first-done")
+				if got := flowCookies(t, first, e.base); len(got) != 0 {
+					t.Errorf("%d flow cookies are still in Chromium after both callbacks, want 0", len(got))
+				}
+				if got := e.google.ExchangeCalls(); got != 2 {
+					t.Errorf("token endpoint called %d times, want 2 (one per tab)", got)
+				}
+				if rec := e.storedToken(aliceSub); rec == nil || rec.Status != tokenActive {
+					t.Errorf("stored record after two consents: %+v, want an active one", rec)
 				}
 			})
 
@@ -262,8 +297,8 @@ func openConsentPage(t *testing.T, ctx context.Context, e *testEnv) {
 	}
 }
 
-// stateCookies returns the state cookies Chromium would send to u.
-func stateCookies(t *testing.T, ctx context.Context, u string) []*network.Cookie {
+// flowCookies returns the flow cookies Chromium would send to u.
+func flowCookies(t *testing.T, ctx context.Context, u string) []*network.Cookie {
 	t.Helper()
 	all, err := chromedp.Run(ctx, chromedp.Action[[]*network.Cookie](func(ctx context.Context, tg *chromedp.Target) ([]*network.Cookie, error) {
 		res, err := cdp.Call(ctx, tg, network.GetCookies, network.GetCookiesParams{URLs: []string{u + "/"}})
@@ -274,7 +309,7 @@ func stateCookies(t *testing.T, ctx context.Context, u string) []*network.Cookie
 	}
 	var out []*network.Cookie
 	for _, c := range all {
-		if c.Name == stateCookie {
+		if strings.HasPrefix(c.Name, flowCookiePrefix) {
 			out = append(out, c)
 		}
 	}

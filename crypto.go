@@ -186,12 +186,12 @@ func (c *tokenCipher) decryptRecord(sub string, rec *tokenRecord) (*tokenRecord,
 // encryptedStore wraps a tokenStore so that the refresh and access tokens
 // are encrypted at rest: every write encrypts them (under the keyset's
 // primary key) and every read decrypts them. The rest of the record, and
-// states, pass through unchanged. A record whose tokens cannot be
+// used-state markers, pass through unchanged. A record whose tokens cannot be
 // decrypted is an error for every read, updateToken included (fn is not
 // called); deleteToken still removes it.
 //
-// The embedded store serves the methods that carry no token (states,
-// deleteToken, close). A method added to tokenStore is served by it too,
+// The embedded store serves the methods that carry no token
+// (markStateUsed, deleteToken, close). A method added to tokenStore is served by it too,
 // unencrypted, unless overridden here: TestStoreWrappersCoverTokenStore
 // fails until that choice is made.
 type encryptedStore struct {

@@ -289,13 +289,12 @@ func TestNewTokenCipherBadKeyset(t *testing.T) {
 // behaviour, tested elsewhere (TestEncryptedStore, TestTokenCacheSameInstance).
 func TestStoreWrappersCoverTokenStore(t *testing.T) {
 	decided := map[string]struct{ encrypted, forgetting string }{
-		"getToken":     {"decrypts", "reads"},
-		"tokenByEmail": {"decrypts", "reads"},
-		"updateToken":  {"decrypts and encrypts", "writes a token: forgets"},
-		"deleteToken":  {"no token", "writes a token: forgets"},
-		"putState":     {"no token", "no token"},
-		"consumeState": {"no token", "no token"},
-		"close":        {"no token", "no token"},
+		"getToken":      {"decrypts", "reads"},
+		"tokenByEmail":  {"decrypts", "reads"},
+		"updateToken":   {"decrypts and encrypts", "writes a token: forgets"},
+		"deleteToken":   {"no token", "writes a token: forgets"},
+		"markStateUsed": {"no token", "no token"},
+		"close":         {"no token", "no token"},
 	}
 	it := reflect.TypeFor[tokenStore]()
 	for i := range it.NumMethod() {
@@ -316,7 +315,7 @@ func TestEncryptedStore(t *testing.T) {
 			t.Run("shared: token round trip", func(t *testing.T) { testTokenRoundTrip(t, wrap(t)) })
 			t.Run("shared: update merges", func(t *testing.T) { testUpdateMerges(t, wrap(t)) })
 			t.Run("shared: lookup by email", func(t *testing.T) { testLookupByEmail(t, wrap(t)) })
-			t.Run("shared: state consumed once", func(t *testing.T) { testStateConsumedOnce(t, wrap(t)) })
+			t.Run("shared: state used once", func(t *testing.T) { testStateUsedOnce(t, wrap(t)) })
 			t.Run("shared: concurrent updates", func(t *testing.T) { testConcurrentUpdates(t, wrap(t)) })
 			t.Run("at rest", func(t *testing.T) { testEncryptedAtRest(t, kind) })
 			t.Run("copied ciphertext", func(t *testing.T) { testCopiedCiphertext(t, kind) })

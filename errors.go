@@ -93,6 +93,9 @@ func wrapError(status string, err error, format string, args ...any) *Error {
 var (
 	errNotFound         = errors.New("not found")
 	errStoreUnavailable = errors.New("store unavailable")
+	// errAlreadyExists is a record that may be created once, created
+	// already: a consent state's used-marker (markStateUsed).
+	errAlreadyExists = errors.New("already exists")
 )
 
 // asError turns any error into the *Error that is answered. It is the one

@@ -69,14 +69,15 @@ func timed(f func()) time.Duration {
 // TestFaultFirestoreOutage stops the Firestore emulator in the middle of a
 // run and starts it again. While it is away a user in the instance's token
 // cache is still served, until the cache's bound; after that every
-// function answers 503 with Retry-After within the store's bound, and
-// spends nothing upstream: no space is created, no code is redeemed,
-// nothing is revoked. Once it is
+// function that needs the store answers 503 with Retry-After within the
+// store's bound, and spends nothing upstream: no space is created, no code
+// is redeemed, nothing is revoked. OAuthStart needs no store and still
+// starts consents. Once it is
 // back the same server instance — no restart of the function — serves
 // again. The emulator keeps its data in memory, so it comes back empty (a
-// real Firestore outage loses nothing); the test connects again and
-// retries the refused request with its requestId, which creates the space
-// once.
+// real Firestore outage loses nothing); the consent that was under way
+// completes, and the refused request, retried with its requestId, creates
+// the space once.
 //
 // The test binary shares one emulator, so this test restarts it before it
 // returns, whatever happens.
@@ -129,14 +130,10 @@ func TestFaultFirestoreOutage(t *testing.T) {
 		{"Disconnect", func() (*http.Response, string) {
 			return doRequest(t, signedRequest(e, "Disconnect", `{"user":"alice@example.com"}`))
 		}},
-		{"OAuthStart", func() (*http.Response, string) {
-			req, _ := http.NewRequest(http.MethodGet, e.base+"/OAuthStart?login_hint=alice%40example.com", nil)
-			req.Header.Set("Accept", "application/json")
-			return doRequest(t, req)
-		}},
 		{"OAuthCallback", func() (*http.Response, string) {
 			req, _ := http.NewRequest(http.MethodGet, callback.String(), nil)
-			req.AddCookie(&http.Cookie{Name: stateCookie, Value: pending.cookies[stateCookie]})
+			name := flowCookieName(callback.Query().Get("state"))
+			req.AddCookie(&http.Cookie{Name: name, Value: pending.cookies[name]})
 			req.Header.Set("Accept", "application/json")
 			return doRequest(t, req)
 		}},
@@ -158,10 +155,15 @@ func TestFaultFirestoreOutage(t *testing.T) {
 		if took > bound+3*time.Second {
 			t.Errorf("%s answered after %v, want within the store's bound of %v", tc.name, took, bound)
 		}
-		if len(resp.Cookies()) > 0 && tc.name == "OAuthStart" {
-			t.Errorf("OAuthStart set a cookie for a state it could not store")
+		if len(resp.Cookies()) > 0 {
+			t.Errorf("%s set or cleared a cookie while it could not reach the store", tc.name)
 		}
 		t.Logf("%s during the outage: 503 after %v", tc.name, took.Round(time.Millisecond))
+	}
+	// OAuthStart needs no store: a consent starts during the outage.
+	startReq, _ := http.NewRequest(http.MethodGet, e.base+"/OAuthStart?login_hint=alice%40example.com", nil)
+	if resp, body := doRequest(t, startReq); resp.StatusCode != http.StatusFound || len(resp.Cookies()) != 1 {
+		t.Errorf("OAuthStart during the outage: got %d with %d cookies, want 302 with its flow cookie: %s", resp.StatusCode, len(resp.Cookies()), body)
 	}
 	// Nothing was spent upstream: no space made that nobody hears of, no
 	// code redeemed that could then not be stored, nothing revoked.
@@ -179,18 +181,18 @@ func TestFaultFirestoreOutage(t *testing.T) {
 	stopped = false
 	t.Logf("the emulator was back after %v", time.Since(down).Round(time.Millisecond))
 
-	// The same instance recovers: poll OAuthStart until Firestore answers.
+	// The same instance recovers: poll a store read (CreateSpace for a
+	// user nobody connected, which touches nothing else) until Firestore
+	// answers.
 	back := time.Now()
 	deadline := back.Add(60 * time.Second)
 	for {
-		req, _ := http.NewRequest(http.MethodGet, e.base+"/OAuthStart", nil)
-		req.Header.Set("Accept", "application/json")
-		resp, body := doRequest(t, req)
-		if resp.StatusCode == http.StatusFound {
+		resp, body := doRequest(t, signedRequest(e, "CreateSpace", `{"user":"nobody@example.com","displayName":"Poll"}`))
+		if resp.StatusCode == http.StatusForbidden {
 			break
 		}
 		if resp.StatusCode != http.StatusServiceUnavailable {
-			t.Fatalf("OAuthStart after the outage: got %d, want 302 or 503 while reconnecting: %s", resp.StatusCode, body)
+			t.Fatalf("CreateSpace after the outage: got %d, want 403 (nobody connected) or 503 while reconnecting: %s", resp.StatusCode, body)
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("the service did not recover within 60 s of Firestore's return")
@@ -199,9 +201,16 @@ func TestFaultFirestoreOutage(t *testing.T) {
 	}
 	t.Logf("the service recovered %v after Firestore's return, with no restart", time.Since(back).Round(time.Millisecond))
 
-	// The emulator came back empty: connect again, then retry the refused
-	// request with its requestId.
-	rec := e.connect()
+	// The emulator came back empty. The consent under way when Firestore
+	// went still completes: the refused callback marked nothing and kept
+	// its cookie, and its code was not spent. Then the refused request is
+	// retried with its requestId.
+	b := newBrowser(t)
+	b.cookies = pending.cookies
+	if resp, body := b.get(callback.String()); resp.StatusCode != http.StatusOK {
+		t.Fatalf("the pending consent's callback after the outage: got %d, want 200: %s", resp.StatusCode, body)
+	}
+	rec := e.storedToken(aliceSub)
 	if rec == nil || rec.RefreshToken == "" || rec.Status != tokenActive {
 		t.Fatalf("after the outage: stored record %+v", rec)
 	}
@@ -246,7 +255,8 @@ func TestFaultFirestoreLostMidCallback(t *testing.T) {
 	go func() {
 		defer close(done)
 		req, _ := http.NewRequest(http.MethodGet, callback.String(), nil)
-		req.AddCookie(&http.Cookie{Name: stateCookie, Value: b.cookies[stateCookie]})
+		name := flowCookieName(callback.Query().Get("state"))
+		req.AddCookie(&http.Cookie{Name: name, Value: b.cookies[name]})
 		req.Header.Set("Accept", "application/json")
 		resp, rerr = noRedirects.Do(req)
 	}()

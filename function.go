@@ -61,18 +61,20 @@ func init() {
 	}
 }
 
-// tokenStore keeps consents and pending states. Implementations:
-// firestoreStore (deployed) and localStore (cmd/local).
+// tokenStore keeps consents and the markers of used consent states.
+// Implementations: firestoreStore (deployed) and localStore (cmd/local).
 //
-// Its rules: consumeState returns a state to exactly one caller, however
-// many race; updateToken applies fn atomically against concurrent writers
-// (fn may run more than once and must not call out of the process, and a
-// nil result writes nothing); missing records are reported as errors that
-// satisfy errors.Is(err, errNotFound); an unreachable store as
+// Its rules: markStateUsed creates the marker under key for exactly one
+// caller, however many race, and answers every other caller, racing or
+// later (at least until expireAt), with an error that satisfies
+// errors.Is(err, errAlreadyExists); updateToken applies fn
+// atomically against concurrent writers (fn may run more than once and
+// must not call out of the process, and a nil result writes nothing);
+// missing records are reported as errors that satisfy
+// errors.Is(err, errNotFound); an unreachable store as
 // errStoreUnavailable.
 type tokenStore interface {
-	putState(ctx context.Context, key string, st *stateRecord) error
-	consumeState(ctx context.Context, key string) (*stateRecord, error)
+	markStateUsed(ctx context.Context, key string, expireAt time.Time) error
 	getToken(ctx context.Context, sub string) (*tokenRecord, error)
 	tokenByEmail(ctx context.Context, email string) (*tokenRecord, error)
 	updateToken(ctx context.Context, sub string, fn func(cur *tokenRecord) (*tokenRecord, error)) error
@@ -98,7 +100,7 @@ type server struct {
 	refreshes      singleflight.Group // one refresh per user at a time on this instance
 	tokens         *tokenCache        // recently read access tokens (tokens.go)
 	chatAuth       *chatAuth          // verifies Google Chat's requests; nil: ChatEvents is off
-	tickets        tink.AEAD          // seals the tickets of Chat's consent prompts (the token keyset)
+	tickets        tink.AEAD          // seals consent-flow cookies and the tickets of Chat's consent prompts (the token keyset)
 	delegation     *delegator         // domain-wide delegation; nil: CREDENTIAL_SOURCE=consent
 }
 

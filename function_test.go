@@ -3,6 +3,8 @@ package chatauth
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +20,7 @@ import (
 	"time"
 
 	"github.com/GoogleCloudPlatform/functions-framework-go/funcframework"
+	"github.com/tink-crypto/tink-go/v2/tink"
 
 	"github.com/chatauth/chatauth/internal/fakegoogle"
 	"github.com/chatauth/chatauth/internal/fsemulator"
@@ -280,12 +283,22 @@ func (s *sensitiveSet) recordURL(u string) {
 	}
 }
 
-// spyStore records the PKCE verifiers and tokens the server stores.
+// spyStore records the tokens the server stores.
 type spyStore struct{ tokenStore }
 
-func (s spyStore) putState(ctx context.Context, key string, st *stateRecord) error {
-	sensitive.add(st.Verifier, st.CookieHash)
-	return s.tokenStore.putState(ctx, key, st)
+// spyAEAD records what the server seals into flow cookies: the PKCE
+// verifier (the record's first field) and the sealed value.
+type spyAEAD struct{ tink.AEAD }
+
+func (a spyAEAD) Encrypt(plaintext, associatedData []byte) ([]byte, error) {
+	ct, err := a.AEAD.Encrypt(plaintext, associatedData)
+	if bytes.HasPrefix(associatedData, []byte(flowAAD+"\x00")) {
+		if n, k := binary.Uvarint(plaintext); k > 0 && n <= uint64(len(plaintext)-k) {
+			sensitive.add(string(plaintext[k : k+int(n)]))
+		}
+		sensitive.add(base64.RawURLEncoding.EncodeToString(ct))
+	}
+	return ct, err
 }
 
 func (s spyStore) updateToken(ctx context.Context, sub string, fn func(*tokenRecord) (*tokenRecord, error)) error {
@@ -323,6 +336,7 @@ func (e *testEnv) newServer(edit ...func(*serverOptions)) *server {
 		e.t.Fatalf("newServer: %v", err)
 	}
 	s.store = spyStore{s.store}
+	s.tickets = spyAEAD{s.tickets}
 	e.t.Cleanup(func() { s.close() })
 	return s
 }

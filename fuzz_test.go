@@ -106,35 +106,29 @@ func FuzzSignatureHeader(f *testing.F) {
 	})
 }
 
-// memStore is a tokenStore in memory for the pure fuzz targets: states
-// only, and no token records (a lookup finds none).
+// memStore is a tokenStore in memory for the pure fuzz targets:
+// used-state markers only, and no token records (a lookup finds none).
 type memStore struct {
-	mu       sync.Mutex
-	states   map[string]*stateRecord
-	consumed int // states handed out
-	writes   int // token writes attempted
+	mu     sync.Mutex
+	used   map[string]time.Time
+	marked int // markers created
+	writes int // token writes attempted
 }
 
 var _ tokenStore = (*memStore)(nil)
 
-func (m *memStore) putState(_ context.Context, key string, st *stateRecord) error {
+func (m *memStore) markStateUsed(_ context.Context, key string, expireAt time.Time) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	c := *st
-	m.states[key] = &c
-	return nil
-}
-
-func (m *memStore) consumeState(_ context.Context, key string) (*stateRecord, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	st, ok := m.states[key]
-	if !ok {
-		return nil, errNotFound
+	if _, ok := m.used[key]; ok {
+		return errAlreadyExists
 	}
-	delete(m.states, key)
-	m.consumed++
-	return st, nil
+	if m.used == nil {
+		m.used = map[string]time.Time{}
+	}
+	m.used[key] = expireAt
+	m.marked++
+	return nil
 }
 
 func (m *memStore) getToken(context.Context, string) (*tokenRecord, error) {
@@ -155,40 +149,59 @@ func (m *memStore) updateToken(context.Context, string, func(*tokenRecord) (*tok
 func (m *memStore) deleteToken(context.Context, string) error { return nil }
 func (m *memStore) close() error                              { return nil }
 
-// The state and browser binding of FuzzCallbackState's one pending
-// consent.
-const (
-	fuzzState   = "Zm9vYmFyLXN0YXRlLWZvci10aGUtZnV6ei10YXJnZXQtMDAw"
-	fuzzBinding = "YmluZGluZy1mb3ItdGhlLWZ1enotdGFyZ2V0LWNvb2tpZS0w"
-)
+// fuzzState is the state of FuzzCallbackState's one pending consent.
+// In the fuzzed Cookie header, $FLOW stands for the flow cookie sealed for
+// it and $OTHER for one sealed for another state (another flow of the same
+// browser): sealing draws a fresh nonce, so no fixed text could hold them.
+const fuzzState = "Zm9vYmFyLXN0YXRlLWZvci10aGUtZnV6ei10YXJnZXQtMDAw"
 
 // FuzzCallbackState fuzzes OAuthCallback's query and Cookie header against
-// a server that holds one pending consent (fuzzState, bound to
-// fuzzBinding) and whose token endpoint only counts calls. Invariants: the
-// token endpoint is called only for a callback without error that carries
-// code once, fuzzState exactly once, the cookie fuzzBinding and no foreign
-// iss; the state is handed out at most once; no token is written; every
-// answer is an *Error of a status the callback may give.
+// a server whose browser holds one pending consent (fuzzState) and whose
+// token endpoint only counts calls; each input is sent twice. Invariants:
+// the token endpoint is called only for a callback without error that
+// carries code once, fuzzState exactly once, the genuine flow cookie under
+// fuzzState's cookie name, and no iss but Google's exactly; a state is
+// marked used only with its genuine cookie, and at most once; the second
+// sending never reaches the token endpoint again; no token is written;
+// every answer is an *Error of a status the callback may give, and a
+// refusal never clears another flow's cookie.
 func FuzzCallbackState(f *testing.F) {
-	f.Add("code=4%2F0abc&state="+fuzzState+"&iss="+url.QueryEscape(googleIssuer), stateCookie+"="+fuzzBinding)
-	f.Add("code=4%2F0abc&state="+fuzzState, stateCookie+"="+fuzzBinding)
-	f.Add("code=4%2F0abc&state="+fuzzState+"&state="+fuzzState, stateCookie+"="+fuzzBinding)
-	f.Add("code=4%2F0abc&state="+fuzzState, stateCookie+"=other; "+stateCookie+"="+fuzzBinding)
-	f.Add("error=access_denied&state="+fuzzState, stateCookie+"="+fuzzBinding)
+	name := flowCookieName(fuzzState)
+	f.Add("code=4%2F0abc&state="+fuzzState+"&iss="+url.QueryEscape(googleIssuer), name+"=$FLOW")
+	f.Add("code=4%2F0abc&state="+fuzzState, name+"=$FLOW")
+	f.Add("code=4%2F0abc&state="+fuzzState+"&iss=", name+"=$FLOW")
+	f.Add("code=4%2F0abc&state="+fuzzState+"&iss=a&iss="+url.QueryEscape(googleIssuer), name+"=$FLOW")
+	f.Add("code=4%2F0abc&state="+fuzzState+"&state="+fuzzState, name+"=$FLOW")
+	f.Add("code=4%2F0abc&state="+fuzzState, name+"=$OTHER; "+name+"=$FLOW")
+	f.Add("code=4%2F0abc&state="+fuzzState, name+"=$OTHER")
+	f.Add("code=4%2F0abc&state="+fuzzState, flowCookiePrefix+"0123456789abcdef=$FLOW")
+	f.Add("error=access_denied&state="+fuzzState, name+"=$FLOW")
 	f.Add("code=x&state="+fuzzState[:20]+"&iss=https%3A%2F%2Fevil.example", "")
-	f.Add("code=%zz&state=;"+fuzzState, stateCookie+"=\""+fuzzBinding+"\"")
+	f.Add("code=%zz&state=;"+fuzzState, name+"=\"$FLOW\"")
 	allowed := []string{statusInvalidArgument, statusPermissionDenied, statusAuthorizationRequired, statusUpstreamError, statusDeadlineExceeded, statusMethodNotAllowed}
+	keyset, err := generateKeyset()
+	if err != nil {
+		f.Fatal(err)
+	}
+	cipher, err := newTokenCipher(keyset)
+	if err != nil {
+		f.Fatal(err)
+	}
+	seal := func(t *testing.T, s *server, state string) string {
+		v, err := s.sealFlow(state, &stateRecord{Verifier: oauth2.GenerateVerifier(), LoginHint: "alice@example.com", CreatedAt: fuzzNow.Add(-time.Minute)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
 	f.Fuzz(func(t *testing.T, rawQuery, cookie string) {
 		calls := 0
-		mem := &memStore{states: map[string]*stateRecord{}}
-		mem.putState(context.Background(), hashToken(fuzzState), &stateRecord{
-			Verifier: oauth2.GenerateVerifier(), CookieHash: hashToken(fuzzBinding),
-			CreatedAt: fuzzNow.Add(-time.Minute), ExpireAt: fuzzNow.Add(stateTTL - time.Minute),
-		})
+		mem := &memStore{}
 		s := &server{
-			cfg:   Config{PublicURL: "https://chatauth.example"},
-			store: mem,
-			now:   func() time.Time { return fuzzNow },
+			cfg:     Config{PublicURL: "https://chatauth.example"},
+			store:   mem,
+			tickets: cipher.aead,
+			now:     func() time.Time { return fuzzNow },
 			oauth: &oauth2.Config{ClientID: "client", ClientSecret: "secret", RedirectURL: "https://chatauth.example/OAuthCallback",
 				Endpoint: oauth2.Endpoint{TokenURL: "https://oauth2.example/token", AuthStyle: oauth2.AuthStyleInParams}},
 			http: &http.Client{Transport: roundTripperFunc(func(*http.Request) (*http.Response, error) {
@@ -196,25 +209,42 @@ func FuzzCallbackState(f *testing.F) {
 				return nil, errors.New("the fuzz target has no network")
 			})},
 		}
+		genuine, other := seal(t, s, fuzzState), seal(t, s, "another-flow-of-the-same-browser")
+		cookie = strings.NewReplacer("$FLOW", genuine, "$OTHER", other).Replace(cookie)
 		r := (&http.Request{
 			Method: http.MethodGet,
 			URL:    &url.URL{Path: "/OAuthCallback", RawQuery: rawQuery},
 			Header: http.Header{"Cookie": {cookie}},
 		}).WithContext(quietContext())
-		err := s.handleCallback(httptest.NewRecorder(), r)
-
-		var e *Error
-		if !errors.As(err, &e) || !slices.Contains(allowed, e.Status) {
-			t.Fatalf("answer %v: want an *Error of %v", err, allowed)
+		q := r.URL.Query()
+		for range 2 {
+			before := calls
+			w := httptest.NewRecorder()
+			err := s.handleCallback(w, r)
+			var e *Error
+			if !errors.As(err, &e) || !slices.Contains(allowed, e.Status) {
+				t.Fatalf("answer %v: want an *Error of %v", err, allowed)
+			}
+			for _, c := range w.Result().Cookies() {
+				sent := slices.ContainsFunc(r.Cookies(), func(rc *http.Cookie) bool { return rc.Name == c.Name })
+				if c.MaxAge >= 0 || c.Name != flowCookieName(q.Get("state")) || !sent {
+					t.Fatalf("the callback set cookie %s (Max-Age %d); it may only clear the cookie it was sent for the state it names", c.Name, c.MaxAge)
+				}
+			}
+			if before > 0 && calls > before {
+				t.Fatal("the same callback reached the token endpoint twice")
+			}
 		}
-		if mem.consumed > 1 || mem.writes > 0 {
-			t.Fatalf("states handed out %d, token writes %d; want at most 1 and 0", mem.consumed, mem.writes)
+		if mem.marked > 1 || mem.writes > 0 {
+			t.Fatalf("markers created %d, token writes %d; want at most 1 and 0", mem.marked, mem.writes)
+		}
+		withCookie := slices.ContainsFunc(r.Cookies(), func(c *http.Cookie) bool { return c.Name == name && c.Value == genuine })
+		if mem.marked > 0 && (!withCookie || len(q["state"]) != 1 || q.Get("state") != fuzzState) {
+			t.Fatalf("the state was marked used without its flow's cookie (query %q, Cookie %q)", rawQuery, cookie)
 		}
 		if calls == 0 {
 			return
 		}
-		q := r.URL.Query()
-		c, cerr := r.Cookie(stateCookie)
 		switch {
 		case q.Has("error"):
 			t.Fatal("the code was exchanged for a callback that carries error")
@@ -222,12 +252,12 @@ func FuzzCallbackState(f *testing.F) {
 			t.Fatalf("the code was exchanged with code %q", q["code"])
 		case len(q["state"]) != 1 || q.Get("state") != fuzzState:
 			t.Fatalf("the code was exchanged with state %q", q["state"])
-		case cerr != nil || c.Value != fuzzBinding:
-			t.Fatalf("the code was exchanged without the browser's cookie (Cookie: %q)", cookie)
-		case len(q["iss"]) > 1 || q.Get("iss") != "" && q.Get("iss") != googleIssuer:
+		case !withCookie:
+			t.Fatalf("the code was exchanged without the flow's cookie (Cookie: %q)", cookie)
+		case len(q["iss"]) > 1 || q.Has("iss") && q.Get("iss") != googleIssuer:
 			t.Fatalf("the code was exchanged with iss %q", q["iss"])
-		case mem.consumed != 1:
-			t.Fatal("the code was exchanged without consuming the state")
+		case mem.marked != 1:
+			t.Fatal("the code was exchanged without marking the state used")
 		}
 	})
 }
@@ -532,7 +562,7 @@ func FuzzChatEvent(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	s := &server{cfg: Config{PublicURL: "https://chatauth.example"}, store: &memStore{states: map[string]*stateRecord{}},
+	s := &server{cfg: Config{PublicURL: "https://chatauth.example"}, store: &memStore{},
 		tickets: cipher.aead, now: func() time.Time { return fuzzNow }}
 	start := s.cfg.PublicURL + "/OAuthStart?ticket="
 	f.Fuzz(func(t *testing.T, body []byte) {

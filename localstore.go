@@ -2,6 +2,7 @@ package chatauth
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,14 +20,22 @@ import (
 type localStore struct {
 	db  *bolt.DB
 	now func() time.Time
-	// lastPurge is when expired states were last purged; only read and
-	// written inside db.Update, whose writer lock orders the accesses.
-	lastPurge time.Time
 }
 
-// purgeEvery bounds how often putState scans the pending states, so an
-// OAuthStart does not pay for every abandoned consent.
-const purgeEvery = time.Minute
+const (
+	// usedStatesByExpiry indexes chatauth_used_states by expireAt (an
+	// 8-byte big-endian Unix second, then the marker's key), so that
+	// expired markers are found from the index's start, without a scan.
+	usedStatesByExpiry = "chatauth_used_states_by_expiry"
+	// legacyStatesBucket is where earlier versions kept pending consent
+	// states, PKCE verifiers in clear. Nothing reads it, so it is dropped
+	// when the store opens.
+	legacyStatesBucket = "chatauth_states"
+	// purgeBatch bounds the expired markers one markStateUsed removes, so
+	// that no callback pays for a long backlog at once; each call removes
+	// more than it adds.
+	purgeBatch = 64
+)
 
 var _ tokenStore = (*localStore)(nil)
 
@@ -48,12 +57,13 @@ func newLocalStore(dir string, now func() time.Time) (*localStore, error) {
 	// The buckets are created in a write transaction only when missing: a
 	// write syncs the file (0.4 ms here), which a cold start need not wait
 	// for once the store exists (BENCHMARKS.md).
-	buckets := []string{tokensCollection, statesCollection}
+	buckets := []string{tokensCollection, usedStatesCollection, usedStatesByExpiry}
 	missing := false
 	err = db.View(func(tx *bolt.Tx) error {
 		for _, b := range buckets {
 			missing = missing || tx.Bucket([]byte(b)) == nil
 		}
+		missing = missing || tx.Bucket([]byte(legacyStatesBucket)) != nil
 		return nil
 	})
 	if err == nil && missing {
@@ -62,6 +72,9 @@ func newLocalStore(dir string, now func() time.Time) (*localStore, error) {
 				if _, err := tx.CreateBucketIfNotExists([]byte(b)); err != nil {
 					return err
 				}
+			}
+			if tx.Bucket([]byte(legacyStatesBucket)) != nil {
+				return tx.DeleteBucket([]byte(legacyStatesBucket))
 			}
 			return nil
 		})
@@ -73,71 +86,70 @@ func newLocalStore(dir string, now func() time.Time) (*localStore, error) {
 	return &localStore{db: db, now: now}, nil
 }
 
-// putState stores a new state and, at most once a minute, purges expired
-// ones in the same write, so abandoned consents do not pile up (Firestore
-// uses a TTL policy).
-func (s *localStore) putState(ctx context.Context, key string, st *stateRecord) error {
-	v, err := json.Marshal(st)
+// markStateUsed creates the state's marker in one write transaction
+// (bbolt admits one writer at a time, so exactly one of racing callers
+// finds no marker), after removing up to purgeBatch expired markers, taken
+// from the start of the expiry index: abandoned markers do not pile up,
+// and no call scans the collection (Firestore uses a TTL policy).
+func (s *localStore) markStateUsed(ctx context.Context, key string, expireAt time.Time) error {
+	v, err := json.Marshal(&usedStateRecord{ExpireAt: expireAt})
 	if err != nil {
-		return fmt.Errorf("store: put state: %w", err)
+		return fmt.Errorf("store: mark state used: %w", err)
 	}
 	now := s.now()
 	err = s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket([]byte(statesCollection))
-		if b.Get([]byte(key)) != nil {
-			return errors.New("state already exists")
+		used := tx.Bucket([]byte(usedStatesCollection))
+		byExpiry := tx.Bucket([]byte(usedStatesByExpiry))
+		if err := purgeUsedStates(used, byExpiry, now); err != nil {
+			return err
 		}
-		if now.Sub(s.lastPurge) >= purgeEvery {
-			if err := purgeExpiredStates(b, now); err != nil {
-				return err
-			}
-			s.lastPurge = now
+		if used.Get([]byte(key)) != nil {
+			return errAlreadyExists
 		}
-		return b.Put([]byte(key), v)
+		if err := used.Put([]byte(key), v); err != nil {
+			return err
+		}
+		return byExpiry.Put(expiryKey(expireAt, key), []byte{})
 	})
 	if err != nil {
-		return fmt.Errorf("store: put state: %w", err)
+		return fmt.Errorf("store: mark state used: %w", err)
 	}
 	return nil
 }
 
-func purgeExpiredStates(b *bolt.Bucket, now time.Time) error {
-	var expired [][]byte
-	err := b.ForEach(func(k, v []byte) error {
-		var st stateRecord
-		if json.Unmarshal(v, &st) != nil || now.After(st.ExpireAt) {
-			expired = append(expired, append([]byte(nil), k...))
-		}
-		return nil
-	})
-	if err != nil {
-		return err
+// expiryKey is a marker's key in the expiry index: expireAt rounded up to
+// the second, as an 8-byte big-endian Unix time (so keys sort by time),
+// then the marker's key. Rounding up means a marker never goes early.
+func expiryKey(expireAt time.Time, key string) []byte {
+	sec := expireAt.Unix()
+	if expireAt.Nanosecond() != 0 {
+		sec++
 	}
-	for _, k := range expired {
-		if err := b.Delete(k); err != nil {
+	return append(binary.BigEndian.AppendUint64(nil, uint64(max(sec, 0))), key...)
+}
+
+// purgeUsedStates removes up to purgeBatch markers whose expireAt has
+// passed, oldest first.
+func purgeUsedStates(used, byExpiry *bolt.Bucket, now time.Time) error {
+	c := byExpiry.Cursor()
+	for range purgeBatch {
+		k, _ := c.First()
+		if k == nil {
+			return nil
+		}
+		if len(k) >= 8 {
+			if int64(binary.BigEndian.Uint64(k[:8])) > now.Unix() {
+				return nil
+			}
+			if err := used.Delete(k[8:]); err != nil {
+				return err
+			}
+		}
+		if err := c.Delete(); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-func (s *localStore) consumeState(ctx context.Context, key string) (*stateRecord, error) {
-	var st stateRecord
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket([]byte(statesCollection))
-		v := b.Get([]byte(key))
-		if v == nil {
-			return errNotFound
-		}
-		if err := json.Unmarshal(v, &st); err != nil {
-			return fmt.Errorf("decode state: %w", err)
-		}
-		return b.Delete([]byte(key))
-	})
-	if err != nil {
-		return nil, fmt.Errorf("store: consume state: %w", err)
-	}
-	return &st, nil
 }
 
 func (s *localStore) getToken(ctx context.Context, sub string) (*tokenRecord, error) {

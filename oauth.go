@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -30,17 +29,14 @@ const (
 	// iss parameter of the authorization response.
 	googleIssuer = "https://accounts.google.com"
 	// stateTTL bounds how long a consent may take, from OAuthStart to
-	// OAuthCallback; the cookie lives as long.
+	// OAuthCallback; the flow's cookie lives as long.
 	stateTTL = 10 * time.Minute
-	// stateCookie binds a state to the browser that started the flow. The
-	// __Host- prefix makes browsers refuse it unless Secure, Path=/ and
-	// without Domain, so a sibling host cannot plant one.
-	stateCookie = "__Host-chatauth_state"
 )
 
-// handleStart serves GET /OAuthStart: it records a single-use state with
-// the PKCE verifier, binds it to this browser with a cookie, and sends the
-// browser to Google's consent screen.
+// handleStart serves GET /OAuthStart: it makes a state and a PKCE
+// verifier, seals them into a cookie of this flow's own (flow.go), and
+// sends the browser to Google's consent screen. It writes nothing to the
+// store.
 func (s *server) handleStart(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
@@ -65,35 +61,29 @@ func (s *server) handleStart(w http.ResponseWriter, r *http.Request) error {
 		if ticket, err = s.openTicket(raw); err != nil {
 			return err
 		}
-		if hint == "" {
+		if hint == "" && validEmail(ticket.Email) {
 			hint = ticket.Email
 		}
 	}
 
-	state, binding, verifier := randomToken(), randomToken(), oauth2.GenerateVerifier()
-	now := s.now()
-	rec := &stateRecord{
-		Verifier:   verifier,
-		CookieHash: hashToken(binding),
-		LoginHint:  hint,
-		CreatedAt:  now,
-		ExpireAt:   now.Add(stateTTL),
-	}
+	state, verifier := randomToken(), oauth2.GenerateVerifier()
+	rec := &stateRecord{Verifier: verifier, LoginHint: hint, CreatedAt: s.now()}
 	if ticket != nil {
-		rec.ChatUser, rec.ChatRedirect = ticket.User, ticket.Redirect
+		rec.ChatUser = ticket.User
+		// A redirect longer than Chat sends is not kept: the flow's
+		// cookie must stay within what browsers keep.
+		if len(ticket.Redirect) <= maxChatRedirect {
+			rec.ChatRedirect = ticket.Redirect
+		}
 	}
-	if err := s.store.putState(r.Context(), hashToken(state), rec); err != nil {
+	value, err := s.sealFlow(state, rec)
+	if err != nil {
 		return err
 	}
-	http.SetCookie(w, &http.Cookie{
-		Name:     stateCookie,
-		Value:    binding,
-		Path:     "/",
-		MaxAge:   int(stateTTL / time.Second),
-		HttpOnly: true,
-		Secure:   true,
-		SameSite: http.SameSiteLaxMode,
-	})
+	cleared := clearOldFlows(w, r)
+	if err := setFlowCookie(w, state, value); err != nil {
+		return err
+	}
 	opts := []oauth2.AuthCodeOption{
 		oauth2.AccessTypeOffline,
 		oauth2.S256ChallengeOption(verifier),
@@ -107,14 +97,16 @@ func (s *server) handleStart(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Referrer-Policy", "no-referrer")
 	w.Header().Set("Location", s.oauth.AuthCodeURL(state, opts...))
 	w.WriteHeader(http.StatusFound)
-	loggerFrom(r.Context()).Info("consent started", "loginHint", hint != "")
+	loggerFrom(r.Context()).Info("consent started", "loginHint", hint != "", "oldFlowsCleared", cleared)
 	return nil
 }
 
-// handleCallback serves GET /OAuthCallback. The order matters: the state
-// is consumed and checked against the browser's cookie before the code is
-// sent anywhere, so a forged, replayed or cross-browser callback never
-// reaches the token endpoint.
+// handleCallback serves GET /OAuthCallback. The order matters: the
+// state's flow cookie is opened, the issuer checked and the state marked
+// used before the code is sent anywhere, so a forged, replayed,
+// cross-browser or mixed-up callback never reaches the token endpoint;
+// and nothing is marked for a callback whose cookie does not open, so a
+// guess at someone's state cannot end their consent.
 func (s *server) handleCallback(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", http.MethodGet)
@@ -129,7 +121,7 @@ func (s *server) handleCallback(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	state, err := requiredParam(q, "state", 512)
+	state, err := requiredParam(q, "state", maxState)
 	if err != nil {
 		return err
 	}
@@ -138,14 +130,18 @@ func (s *server) handleCallback(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 
-	rec, err := s.consumeState(w, r, state)
+	rec, err := s.findFlow(r, state)
 	if err != nil {
 		return err
 	}
 	// RFC 9207: an authorization response from another issuer is a mix-up
-	// attack; its code is never sent to Google.
-	if iss != "" && iss != googleIssuer {
+	// attack; its code is never sent to Google. An iss that is present
+	// must be Google's exactly, so an empty one is refused too.
+	if _, present := q["iss"]; present && iss != googleIssuer {
 		return s.restartError(statusPermissionDenied, "the sign-in answer came from an unexpected issuer, so it was discarded", rec.LoginHint)
+	}
+	if err := s.useState(ctx, w, state, rec); err != nil {
+		return err
 	}
 
 	tok, err := s.oauth.Exchange(context.WithValue(ctx, oauth2.HTTPClient, s.http), code, oauth2.VerifierOption(rec.Verifier))
@@ -232,49 +228,39 @@ func (s *server) handleCallback(w http.ResponseWriter, r *http.Request) error {
 
 var errNoRefreshToken = errors.New("no refresh token")
 
-// consumeState takes the state out of the store (whatever happens next, it
-// cannot be used again), clears the cookie, and checks that the state is
-// unexpired and was started by this browser.
-func (s *server) consumeState(w http.ResponseWriter, r *http.Request, state string) (*stateRecord, error) {
-	rec, err := s.store.consumeState(r.Context(), hashToken(state))
-	http.SetCookie(w, &http.Cookie{Name: stateCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: true, SameSite: http.SameSiteLaxMode})
-	if errors.Is(err, errNotFound) {
-		return nil, s.restartError(statusPermissionDenied, "this sign-in link is unknown or was already used", "")
+// useState marks the state used in the store, so that it serves one
+// callback across instances, and clears the flow's cookie; a state used
+// already is refused. A store that cannot be reached leaves the flow as
+// it was, cookie included, for the browser to try again.
+func (s *server) useState(ctx context.Context, w http.ResponseWriter, state string, rec *stateRecord) error {
+	err := s.store.markStateUsed(ctx, hashToken(state), usedStateExpiry(rec, s.now()))
+	switch {
+	case errors.Is(err, errAlreadyExists):
+		clearFlowCookie(w, state)
+		return s.restartError(statusPermissionDenied, "this sign-in link was already used", rec.LoginHint)
+	case err != nil:
+		return err
 	}
-	if err != nil {
-		return nil, err
-	}
-	// The lifetime is counted from when the state was made, whatever the
-	// record's expireAt says: a record dated ahead or given a longer expiry
-	// (by a skewed instance, or a hand-edited store) does not live longer.
-	now := s.now()
-	if rec.CreatedAt.After(now.Add(time.Minute)) {
-		return nil, s.restartError(statusPermissionDenied, "this sign-in link is not valid", rec.LoginHint)
-	}
-	if !now.Before(rec.ExpireAt) || now.Sub(rec.CreatedAt) >= stateTTL {
-		return nil, s.restartError(statusPermissionDenied, "this sign-in took longer than 10 minutes and expired", rec.LoginHint)
-	}
-	c, err := r.Cookie(stateCookie)
-	if err != nil || c.Value == "" {
-		return nil, s.restartError(statusPermissionDenied, "your browser did not send the sign-in cookie; make sure cookies are allowed and that OAuthStart and OAuthCallback are on the same host", rec.LoginHint)
-	}
-	if subtle.ConstantTimeCompare([]byte(hashToken(c.Value)), []byte(rec.CookieHash)) != 1 {
-		return nil, s.restartError(statusPermissionDenied, "this sign-in was started in another browser", rec.LoginHint)
-	}
-	return rec, nil
+	clearFlowCookie(w, state)
+	return nil
 }
 
 // callbackRefused answers Google's error redirect (the user declined, or
-// the request was refused). It consumes the state, so the flow cannot be
-// resumed, and stores nothing.
+// the request was refused). It clears the named flow's cookie, so the flow
+// cannot be resumed, and stores nothing. The page names the flow's login
+// hint only when this browser sent that flow's cookie: a state alone, in
+// anyone's hands, reveals nothing.
 func (s *server) callbackRefused(w http.ResponseWriter, r *http.Request, q url.Values) error {
 	hint := ""
-	if state := q.Get("state"); state != "" && len(state) <= 512 {
-		if rec, err := s.store.consumeState(r.Context(), hashToken(state)); err == nil {
-			hint = rec.LoginHint
+	if states := q["state"]; len(states) == 1 && states[0] != "" && len(states[0]) <= maxState {
+		state := states[0]
+		if _, err := r.Cookie(flowCookieName(state)); err == nil {
+			if rec, err := s.findFlow(r, state); err == nil {
+				hint = rec.LoginHint
+			}
+			clearFlowCookie(w, state)
 		}
 	}
-	http.SetCookie(w, &http.Cookie{Name: stateCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: true, SameSite: http.SameSiteLaxMode})
 	code := q.Get("error")
 	if code == "access_denied" {
 		e := s.reauthError(hint, "Google Chat was not connected: access was declined on Google's consent screen. You can connect at any time.")

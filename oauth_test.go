@@ -45,8 +45,10 @@ func TestConsentFlow(t *testing.T) {
 					t.Errorf("header %s: got %q, want it to contain %q", h, got, want)
 				}
 			}
-			if _, ok := b.cookies[stateCookie]; ok {
-				t.Errorf("the state cookie was not cleared after the callback")
+			for name := range b.cookies {
+				if strings.HasPrefix(name, flowCookiePrefix) {
+					t.Errorf("the flow cookie %s was not cleared after the callback", name)
+				}
 			}
 			rec := e.storedToken(aliceSub)
 			if rec == nil {
@@ -76,7 +78,8 @@ func TestConsentFlow(t *testing.T) {
 	}
 }
 
-// TestStartRequest checks what OAuthStart sends to Google and keeps.
+// TestStartRequest checks what OAuthStart sends to Google and to the
+// browser.
 func TestStartRequest(t *testing.T) {
 	e := newTestEnv(t, storeLocal)
 	b := newBrowser(t)
@@ -88,10 +91,12 @@ func TestStartRequest(t *testing.T) {
 		req, _ := http.NewRequest(http.MethodGet, e.base+"/OAuthStart?login_hint=alice%40example.com", nil)
 		req.Host = "evil.example"
 		req.Header = b.header.Clone()
+		sent := e.clock.Now()
 		resp, err := noRedirects.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
+		answered := e.clock.Now()
 		resp.Body.Close()
 		u := location(t, resp)
 		q := u.Query()
@@ -125,32 +130,39 @@ func TestStartRequest(t *testing.T) {
 		if got := resp.Header.Get("Cache-Control"); got != "no-store" {
 			t.Errorf("Cache-Control: got %q, want no-store", got)
 		}
+		state := q.Get("state")
 		var cookie *http.Cookie
 		for _, c := range resp.Cookies() {
-			if c.Name == stateCookie {
+			if c.Name == flowCookieName(state) {
 				cookie = c
 			}
 		}
-		if cookie == nil {
-			t.Fatalf("no %s cookie set", stateCookie)
+		if cookie == nil || len(resp.Cookies()) != 1 {
+			t.Fatalf("cookies set: %v; want exactly the flow's %s", resp.Cookies(), flowCookieName(state))
 		}
 		if !cookie.HttpOnly || !cookie.Secure || cookie.SameSite != http.SameSiteLaxMode || cookie.Path != "/" || cookie.MaxAge <= 0 || cookie.MaxAge > 600 || cookie.Domain != "" {
 			t.Errorf("cookie attributes: got %+v, want HttpOnly Secure SameSite=Lax Path=/ 0<Max-Age<=600 no Domain", cookie)
 		}
-		if strings.Contains(cookie.Value, q.Get("state")) {
-			t.Error("the cookie carries the state itself")
+		if !strings.HasPrefix(cookie.Name, "__Host-") {
+			t.Errorf("cookie name %q lacks the __Host- prefix", cookie.Name)
 		}
-		// The state is stored under its hash, with the verifier whose S256
-		// is the challenge sent.
-		rec, err := e.srv.store.consumeState(t.Context(), hashToken(q.Get("state")))
+		// The cookie carries the flow sealed: the verifier whose S256 is
+		// the challenge sent, the login hint and the start time, none of
+		// them readable in the value.
+		rec, err := e.srv.openFlow(state, cookie.Value)
 		if err != nil {
-			t.Fatalf("state not stored: %v", err)
+			t.Fatalf("the flow cookie does not open: %v", err)
 		}
 		if got := s256(rec.Verifier); got != ch {
-			t.Errorf("stored verifier's S256 %q does not match the challenge %q", got, ch)
+			t.Errorf("sealed verifier's S256 %q does not match the challenge %q", got, ch)
 		}
-		if rec.LoginHint != aliceEmail || rec.ExpireAt.Sub(rec.CreatedAt) != stateTTL {
-			t.Errorf("state record: hint %q ttl %v; want %q and %v", rec.LoginHint, rec.ExpireAt.Sub(rec.CreatedAt), aliceEmail, stateTTL)
+		if rec.LoginHint != aliceEmail || rec.CreatedAt.Before(sent.Truncate(time.Second)) || rec.CreatedAt.After(answered) {
+			t.Errorf("flow record: hint %q created %v; want %q and between %v and %v", rec.LoginHint, rec.CreatedAt, aliceEmail, sent, answered)
+		}
+		for what, secret := range map[string]string{"state": state, "verifier": rec.Verifier, "login hint": aliceEmail, "escaped login hint": url.QueryEscape(aliceEmail)} {
+			if strings.Contains(cookie.Value, secret) {
+				t.Errorf("the cookie carries the %s in clear", what)
+			}
 		}
 	}
 }
@@ -240,19 +252,20 @@ var callbackRejectCases = []struct {
 	{"cookie of another browser", func(t *testing.T, e *testEnv, b *browser) string {
 		cb := e.startConsent(b, "")
 		other := newBrowser(t)
-		e.startConsent(other, "")
-		b.cookies[stateCookie] = other.cookies[stateCookie]
+		otherCB := e.startConsent(other, "")
+		b.cookies[flowCookieName(cb.Query().Get("state"))] = other.cookies[flowCookieName(otherCB.Query().Get("state"))]
 		return cb.String()
 	}, 403, statusPermissionDenied, true},
 	{"no cookie", func(t *testing.T, e *testEnv, b *browser) string {
 		cb := e.startConsent(b, "")
-		delete(b.cookies, stateCookie)
+		delete(b.cookies, flowCookieName(cb.Query().Get("state")))
 		return cb.String()
 	}, 403, statusPermissionDenied, true},
 	{"replayed callback", func(t *testing.T, e *testEnv, b *browser) string {
 		cb := e.startConsent(b, "")
 		first := newBrowser(t)
-		first.cookies = map[string]string{stateCookie: b.cookies[stateCookie]}
+		name := flowCookieName(cb.Query().Get("state"))
+		first.cookies = map[string]string{name: b.cookies[name]}
 		if resp, body := first.get(cb.String()); resp.StatusCode != 200 {
 			t.Fatalf("first callback: %d %s", resp.StatusCode, body)
 		}
@@ -282,6 +295,9 @@ var callbackRejectCases = []struct {
 	}, 400, statusInvalidArgument, true},
 	{"issuer mix-up", func(t *testing.T, e *testEnv, b *browser) string {
 		return withParam(e.startConsent(b, ""), "iss", "https://evil.example")
+	}, 403, statusPermissionDenied, true},
+	{"empty iss", func(t *testing.T, e *testEnv, b *browser) string {
+		return withParam(e.startConsent(b, ""), "iss", "")
 	}, 403, statusPermissionDenied, true},
 	{"repeated iss", func(t *testing.T, e *testEnv, b *browser) string {
 		return e.startConsent(b, "").String() + "&iss=https%3A%2F%2Faccounts.google.com"

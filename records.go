@@ -4,8 +4,8 @@ import "time"
 
 // Collections of DESIGN.md's data layout.
 const (
-	tokensCollection = "chatauth_tokens"
-	statesCollection = "chatauth_states"
+	tokensCollection     = "chatauth_tokens"
+	usedStatesCollection = "chatauth_used_states"
 )
 
 // Token record statuses.
@@ -30,19 +30,13 @@ type tokenRecord struct {
 	LastError     string    `firestore:"lastError" json:"lastError"`
 }
 
-// stateRecord is one pending consent: chatauth_states/{hash(state)}. The
-// state itself is never stored, only its hash, so a read of the store does
-// not yield a usable state.
-type stateRecord struct {
-	Verifier   string    `firestore:"verifier" json:"verifier"`
-	CookieHash string    `firestore:"cookieHash" json:"cookieHash"`
-	LoginHint  string    `firestore:"loginHint" json:"loginHint"`
-	CreatedAt  time.Time `firestore:"createdAt" json:"createdAt"`
-	ExpireAt   time.Time `firestore:"expireAt" json:"expireAt"`
-
-	// ChatUser and ChatRedirect come from a Chat ticket (ChatEvents): the
-	// consenting account must be ChatUser ("users/{id}"), and the browser
-	// then goes back to ChatRedirect.
-	ChatUser     string `firestore:"chatUser,omitempty" json:"chatUser,omitempty"`
-	ChatRedirect string `firestore:"chatRedirect,omitempty" json:"chatRedirect,omitempty"`
+// usedStateRecord marks a consent state as used:
+// chatauth_used_states/{hash(state)}. It is created by the callback that
+// uses the state, and only then: a consent that was started and abandoned
+// leaves nothing in the store. The state itself is never stored, only its
+// hash. expireAt is when the marker may go (a Firestore TTL policy
+// deletes it; the embedded store purges it): by then the state's flow
+// cookie is refused as expired anyway.
+type usedStateRecord struct {
+	ExpireAt time.Time `firestore:"expireAt" json:"expireAt"`
 }

@@ -63,7 +63,8 @@ func newFirestoreStore(ctx context.Context, project, database string, opts ...op
 }
 
 // storeErr translates gRPC codes at the store's boundary, so the rest of
-// the code asks errors.Is(err, errNotFound) and never imports gRPC.
+// the code asks errors.Is(err, errNotFound) (or errAlreadyExists) and never
+// imports gRPC.
 func storeErr(err error) error {
 	st, ok := status.FromError(err)
 	if err == nil || !ok {
@@ -72,6 +73,8 @@ func storeErr(err error) error {
 	switch st.Code() {
 	case codes.NotFound:
 		return fmt.Errorf("%w: %w", errNotFound, err)
+	case codes.AlreadyExists:
+		return fmt.Errorf("%w: %w", errAlreadyExists, err)
 	case codes.Unavailable, codes.Aborted, codes.ResourceExhausted, codes.Internal, codes.Unknown:
 		return fmt.Errorf("%w: %w", errStoreUnavailable, err)
 	case codes.DeadlineExceeded:
@@ -80,37 +83,18 @@ func storeErr(err error) error {
 	return err
 }
 
-func (s *firestoreStore) putState(ctx context.Context, key string, st *stateRecord) error {
+// markStateUsed creates the state's marker with Firestore's Create, which
+// succeeds for exactly one caller however many race, on any instance; the
+// others get AlreadyExists, translated to errAlreadyExists. The marker's
+// expireAt is the field the collection's TTL policy deletes by.
+func (s *firestoreStore) markStateUsed(ctx context.Context, key string, expireAt time.Time) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	_, err := s.client.Collection(statesCollection).Doc(key).Create(ctx, st)
+	_, err := s.client.Collection(usedStatesCollection).Doc(key).Create(ctx, &usedStateRecord{ExpireAt: expireAt})
 	if err != nil {
-		return fmt.Errorf("store: put state: %w", opErr(ctx, err))
+		return fmt.Errorf("store: mark state used: %w", opErr(ctx, err))
 	}
 	return nil
-}
-
-// consumeState reads and deletes the state in one transaction, so that of
-// any number of concurrent callbacks exactly one gets the record.
-func (s *firestoreStore) consumeState(ctx context.Context, key string) (*stateRecord, error) {
-	ctx, cancel := s.bound(ctx)
-	defer cancel()
-	doc := s.client.Collection(statesCollection).Doc(key)
-	var st stateRecord
-	err := s.client.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
-		snap, err := tx.Get(doc)
-		if err != nil {
-			return err
-		}
-		if err := snap.DataTo(&st); err != nil {
-			return fmt.Errorf("decode state: %w", err)
-		}
-		return tx.Delete(doc)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("store: consume state: %w", opErr(ctx, err))
-	}
-	return &st, nil
 }
 
 func (s *firestoreStore) getToken(ctx context.Context, sub string) (*tokenRecord, error) {

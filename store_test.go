@@ -2,14 +2,18 @@ package chatauth
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	bolt "go.etcd.io/bbolt"
 )
 
 // newTestStore opens a store of the given kind, empty.
@@ -40,8 +44,7 @@ func TestStore(t *testing.T) {
 			t.Run("token round trip", func(t *testing.T) { testTokenRoundTrip(t, newTestStore(t, kind)) })
 			t.Run("update merges", func(t *testing.T) { testUpdateMerges(t, newTestStore(t, kind)) })
 			t.Run("lookup by email", func(t *testing.T) { testLookupByEmail(t, newTestStore(t, kind)) })
-			t.Run("state consumed once", func(t *testing.T) { testStateConsumedOnce(t, newTestStore(t, kind)) })
-			t.Run("state expiry kept", func(t *testing.T) { testStateExpiry(t, newTestStore(t, kind)) })
+			t.Run("state used once", func(t *testing.T) { testStateUsedOnce(t, newTestStore(t, kind)) })
 			t.Run("concurrent updates", func(t *testing.T) { testConcurrentUpdates(t, newTestStore(t, kind)) })
 		})
 	}
@@ -155,69 +158,53 @@ func testLookupByEmail(t *testing.T, s tokenStore) {
 	}
 }
 
-func testStateConsumedOnce(t *testing.T, s tokenStore) {
+// testStateUsedOnce: of racing markStateUsed calls for one state exactly
+// one creates the marker; every other, and every later one, is told the
+// state is used. Other states are not affected.
+func testStateUsedOnce(t *testing.T, s tokenStore) {
 	ctx := t.Context()
-	want := &stateRecord{Verifier: "v", CookieHash: "c", LoginHint: "a@example.com", CreatedAt: time.Now(), ExpireAt: time.Now().Add(stateTTL)}
-	if err := s.putState(ctx, "k1", want); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.putState(ctx, "k1", want); err == nil {
-		t.Error("putState over an existing key succeeded; states must be unique")
-	}
+	patient(s)
+	expireAt := time.Now().Add(stateTTL)
 	const racers = 20
 	var wg sync.WaitGroup
-	var won atomic.Int32
+	var won, used atomic.Int32
 	var errs sync.Map
-	for i := 0; i < racers; i++ {
+	for range racers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			got, err := s.consumeState(ctx, "k1")
-			switch {
+			switch err := s.markStateUsed(ctx, "k1", expireAt); {
 			case err == nil:
 				won.Add(1)
-				if diff := cmp.Diff(want, got, timeEqual); diff != "" {
-					t.Errorf("consumed state mismatch (-want +got):\n%s", diff)
-				}
-			case !errors.Is(err, errNotFound):
+			case errors.Is(err, errAlreadyExists):
+				used.Add(1)
+			default:
 				errs.Store(err.Error(), true)
 			}
 		}()
 	}
 	wg.Wait()
-	errs.Range(func(k, _ any) bool { t.Errorf("consumeState: unexpected error %v", k); return true })
+	errs.Range(func(k, _ any) bool { t.Errorf("markStateUsed: unexpected error %v", k); return true })
 	if got := won.Load(); got != 1 {
-		t.Errorf("%d of %d racing consumers got the state, want exactly 1", got, racers)
+		t.Errorf("%d of %d racing callers marked the state, want exactly 1", got, racers)
 	}
-	if _, err := s.consumeState(ctx, "k1"); !errors.Is(err, errNotFound) {
-		t.Errorf("consume after consume: got %v, want errNotFound", err)
+	if got := used.Load(); got != racers-1 {
+		t.Errorf("%d of %d racing callers were told the state is used, want %d", got, racers, racers-1)
 	}
-}
-
-// testStateExpiry checks the expiry is stored as written, for the handler
-// to check; the local store also purges expired states on its own.
-func testStateExpiry(t *testing.T, s tokenStore) {
-	ctx := t.Context()
-	past := &stateRecord{Verifier: "v", CreatedAt: time.Now().Add(-time.Hour), ExpireAt: time.Now().Add(-time.Minute)}
-	if err := s.putState(ctx, "old", past); err != nil {
-		t.Fatal(err)
+	if err := s.markStateUsed(ctx, "k1", expireAt); !errors.Is(err, errAlreadyExists) {
+		t.Errorf("marking a used state again: got %v, want errAlreadyExists", err)
 	}
-	got, err := s.consumeState(ctx, "old")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff(past, got, timeEqual); diff != "" {
-		t.Errorf("expired state mismatch (-want +got):\n%s", diff)
+	if err := s.markStateUsed(ctx, "k2", expireAt); err != nil {
+		t.Errorf("marking another state: %v", err)
 	}
 }
 
-// testConcurrentUpdates: concurrent read-modify-writes lose no update.
-// The Firestore emulator makes contending transactions wait and retry, so
-// on a loaded machine (CI runs packages in parallel, under -race) ten of
-// them can outlast the store's 10 s per-operation bound; that bound is
-// faults_test.go's subject, this test's is atomicity, so it allows a minute.
-func testConcurrentUpdates(t *testing.T, s tokenStore) {
-	ctx := t.Context()
+// patient lifts the Firestore store's per-operation bound under s's
+// wrappers to a minute. The emulator makes contending writes wait and
+// retry, so on a loaded machine (CI runs packages in parallel, under
+// -race) they can outlast the 10 s bound; that bound is faults_test.go's
+// subject, the tests that call patient are about atomicity.
+func patient(s tokenStore) {
 	for inner := s; inner != nil; {
 		switch w := inner.(type) {
 		case *encryptedStore:
@@ -229,6 +216,16 @@ func testConcurrentUpdates(t *testing.T, s tokenStore) {
 			inner = nil
 		}
 	}
+}
+
+// testConcurrentUpdates: concurrent read-modify-writes lose no update.
+// The Firestore emulator makes contending transactions wait and retry, so
+// on a loaded machine (CI runs packages in parallel, under -race) ten of
+// them can outlast the store's 10 s per-operation bound; that bound is
+// faults_test.go's subject, this test's is atomicity, so it allows a minute.
+func testConcurrentUpdates(t *testing.T, s tokenStore) {
+	ctx := t.Context()
+	patient(s)
 	put(t, s, sampleToken("777", "e@example.com"))
 	const writers = 10
 	var wg sync.WaitGroup
@@ -253,9 +250,13 @@ func testConcurrentUpdates(t *testing.T, s tokenStore) {
 	}
 }
 
-// TestLocalStorePurgesExpiredStates: abandoned consents do not pile up in
-// the embedded store (Firestore has a TTL policy on expireAt instead).
-func TestLocalStorePurgesExpiredStates(t *testing.T) {
+// TestLocalStorePurgesUsedStates: used-state markers do not pile up in
+// the embedded store (Firestore has a TTL policy on expireAt instead). A
+// marker stays until its expireAt, so a state cannot be used twice while
+// its cookie could still be accepted; after it, a call to markStateUsed
+// removes expired markers, at most purgeBatch of them, taken from the
+// expiry index without a scan.
+func TestLocalStorePurgesUsedStates(t *testing.T) {
 	clock := &testClock{}
 	s, err := newLocalStore(filepath.Join(t.TempDir(), "data"), clock.Now)
 	if err != nil {
@@ -263,19 +264,138 @@ func TestLocalStorePurgesExpiredStates(t *testing.T) {
 	}
 	defer s.close()
 	ctx := t.Context()
-	now := clock.Now()
-	if err := s.putState(ctx, "abandoned", &stateRecord{Verifier: "v", CreatedAt: now, ExpireAt: now.Add(stateTTL)}); err != nil {
+	if err := s.markStateUsed(ctx, "early", clock.Now().Add(stateTTL)); err != nil {
 		t.Fatal(err)
 	}
-	clock.Advance(stateTTL + time.Second)
-	later := clock.Now()
-	if err := s.putState(ctx, "fresh", &stateRecord{Verifier: "w", CreatedAt: later, ExpireAt: later.Add(stateTTL)}); err != nil {
+	clock.Advance(stateTTL - time.Second)
+	if err := s.markStateUsed(ctx, "later", clock.Now().Add(stateTTL)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.consumeState(ctx, "abandoned"); !errors.Is(err, errNotFound) {
-		t.Errorf("expired state: got %v, want it purged (errNotFound)", err)
+	if err := s.markStateUsed(ctx, "early", clock.Now().Add(stateTTL)); !errors.Is(err, errAlreadyExists) {
+		t.Errorf("a marker a second before its expireAt: got %v, want errAlreadyExists", err)
 	}
-	if _, err := s.consumeState(ctx, "fresh"); err != nil {
-		t.Errorf("unexpired state: %v", err)
+	clock.Advance(2 * time.Second)
+	if err := s.markStateUsed(ctx, "trigger", clock.Now().Add(stateTTL)); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := usedStateKeys(t, s), []string{"later", "trigger"}; !slices.Equal(got, want) {
+		t.Errorf("markers after the first expired: got %q, want %q", got, want)
+	}
+
+	// A backlog is purged a batch per call: each call removes more than
+	// it adds.
+	const backlog = 2*purgeBatch + 10
+	for i := range backlog {
+		if err := s.markStateUsed(ctx, fmt.Sprintf("old-%03d", i), clock.Now().Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock.Advance(stateTTL + time.Second) // every marker has expired
+	for call, want := range []int{backlog + 3 - purgeBatch, backlog + 4 - 2*purgeBatch, 3} {
+		if err := s.markStateUsed(ctx, fmt.Sprintf("new-%d", call), clock.Now().Add(stateTTL)); err != nil {
+			t.Fatal(err)
+		}
+		if got := len(usedStateKeys(t, s)); got != want {
+			t.Errorf("after call %d with %d expired markers: %d markers left, want %d", call+1, backlog+2, got, want)
+		}
+	}
+}
+
+// usedStateKeys lists the embedded store's markers, and checks that the
+// expiry index names exactly them.
+func usedStateKeys(t *testing.T, s *localStore) []string {
+	t.Helper()
+	var keys, indexed []string
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if err := tx.Bucket([]byte(usedStatesCollection)).ForEach(func(k, _ []byte) error {
+			keys = append(keys, string(k))
+			return nil
+		}); err != nil {
+			return err
+		}
+		return tx.Bucket([]byte(usedStatesByExpiry)).ForEach(func(k, _ []byte) error {
+			indexed = append(indexed, string(k[8:]))
+			return nil
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(indexed)
+	if !slices.Equal(keys, indexed) {
+		t.Errorf("the expiry index names %q, the markers are %q", indexed, keys)
+	}
+	return keys
+}
+
+// TestLocalStoreDropsLegacyStates: the bucket of pending states that
+// earlier versions kept (PKCE verifiers in clear) is dropped when the
+// embedded store opens.
+func TestLocalStoreDropsLegacyStates(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	s, err := newLocalStore(dir, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucket([]byte(legacyStatesBucket))
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte("0123abcd"), []byte(`{"verifier":"a-verifier-in-clear"}`))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.close()
+	if s, err = newLocalStore(dir, time.Now); err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	s.db.View(func(tx *bolt.Tx) error {
+		if tx.Bucket([]byte(legacyStatesBucket)) != nil {
+			t.Errorf("the %s bucket is still there", legacyStatesBucket)
+		}
+		return nil
+	})
+}
+
+// TestUsedStateLayout: a used state is stored as the data layout
+// says (README, "Data"), chatauth_used_states/{hash} with a timestamp expireAt (the field a
+// Firestore TTL policy deletes by), on both stores.
+func TestUsedStateLayout(t *testing.T) {
+	for _, kind := range storeKinds {
+		t.Run(kind, func(t *testing.T) {
+			s := newTestStore(t, kind)
+			expireAt := sampleTime.Add(stateTTL)
+			key := hashToken("a-state")
+			if err := s.markStateUsed(t.Context(), key, expireAt); err != nil {
+				t.Fatal(err)
+			}
+			var got time.Time
+			switch s := s.(type) {
+			case *firestoreStore:
+				snap, err := s.client.Collection(usedStatesCollection).Doc(key).Get(t.Context())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if n := len(snap.Data()); n != 1 {
+					t.Errorf("the marker has %d fields (%v), want only expireAt", n, snap.Data())
+				}
+				got, _ = snap.Data()["expireAt"].(time.Time)
+			case *localStore:
+				s.db.View(func(tx *bolt.Tx) error {
+					var rec usedStateRecord
+					if err := json.Unmarshal(tx.Bucket([]byte(usedStatesCollection)).Get([]byte(key)), &rec); err != nil {
+						t.Errorf("decode the marker: %v", err)
+					}
+					got = rec.ExpireAt
+					return nil
+				})
+			}
+			if !got.Equal(expireAt) {
+				t.Errorf("expireAt: got %v, want %v (a timestamp)", got, expireAt)
+			}
+		})
 	}
 }

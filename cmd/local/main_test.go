@@ -24,8 +24,9 @@ import (
 	"golang.org/x/net/html"
 )
 
-// stateCookie is the browser-binding cookie OAuthStart sets.
-const stateCookie = "__Host-chatauth_state"
+// flowCookiePrefix begins the name of the cookie OAuthStart sets for each
+// consent flow (README, "How it works").
+const flowCookiePrefix = "__Host-chatauth_flow_"
 
 // configVars are the variables chatauth and this runner read. The programs
 // under test get none of them from the test's environment, so that they run
@@ -166,12 +167,12 @@ func testDemo(t *testing.T, tags string) {
 	}
 	var cookie *http.Cookie
 	for _, ck := range resp.Cookies() {
-		if ck.Name == stateCookie {
+		if strings.HasPrefix(ck.Name, flowCookiePrefix) {
 			cookie = ck
 		}
 	}
 	if cookie == nil || cookie.Value == "" {
-		t.Fatalf("OAuthStart set no %s cookie", stateCookie)
+		t.Fatalf("OAuthStart set no %s… cookie", flowCookiePrefix)
 	}
 	consentURL, err := resp.Location()
 	if err != nil {
