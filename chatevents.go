@@ -702,8 +702,9 @@ func (s *server) chatCreate(ctx context.Context, ev *chatEvent, actor *chatUser,
 		return chatReply{Text: "Tell me the new space's name, for example: `/createspace Launch review @Bob @Carol`."}
 	case n > 128:
 		return chatReply{Text: fmt.Sprintf("That name is %d characters long; a space's name has at most 128. Try a shorter one.", n)}
-	case hasControl(name):
-		return chatReply{Text: "That name contains control characters; use plain text."}
+	}
+	if r, hidden := hiddenRune(name, false); hidden {
+		return chatReply{Text: fmt.Sprintf("That name contains %s, which does not show as itself; type the name again as plain text.", describeRune(r))}
 	}
 	if len(members) > 49 {
 		return chatReply{Text: fmt.Sprintf("You mentioned %d people; a new space can start with at most 49 besides you. Create it with fewer and add the others afterwards.", len(members))}
