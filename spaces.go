@@ -586,6 +586,8 @@ func (s *server) chatError(p *principal, err error) error {
 	cause := fmt.Errorf("chat API %d: %s", ge.Code, ge.Message)
 	msg := strings.TrimSpace(ge.Message)
 	switch {
+	case requestIDTaken(ge):
+		return wrapError(statusAlreadyExists, cause, "this requestId was already used by another user: Chat binds a requestId to the user who first sent it, and returns that user's space only to them; send a requestId of your own (or none)")
 	case ge.Code == http.StatusBadRequest:
 		return wrapError(statusInvalidArgument, cause, "the Chat API refused the request: %s", msg)
 	case p.via == credentialDelegation && (ge.Code == http.StatusUnauthorized || ge.Code == http.StatusForbidden && hasReason(ge, "ACCESS_TOKEN_SCOPE_INSUFFICIENT")):
@@ -610,6 +612,20 @@ func (s *server) chatError(p *principal, err error) error {
 	default:
 		return wrapError(statusUpstreamError, cause, "the Chat API failed (HTTP %d); try again with the same requestId", ge.Code)
 	}
+}
+
+// requestIDTaken reports Chat's refusal of a requestId that another user
+// already sent. Chat's reference says only that this "returns an error";
+// the fake answers 409 ALREADY_EXISTS, as for a taken display name, and
+// its message names the request ID, which is what tells the two apart.
+// A 400 naming it is read the same way, should Chat answer so.
+func requestIDTaken(ge *googleapi.Error) bool {
+	if ge.Code != http.StatusConflict && ge.Code != http.StatusBadRequest {
+		return false
+	}
+	m := strings.ToLower(ge.Message)
+	names := strings.Contains(m, "request id") || strings.Contains(m, "requestid") || strings.Contains(m, "request_id")
+	return names && (strings.Contains(m, "already") || strings.Contains(m, "different user") || strings.Contains(m, "another user"))
 }
 
 func hasReason(ge *googleapi.Error, reason string) bool {

@@ -478,6 +478,38 @@ func TestChatFaults(t *testing.T) {
 			t.Errorf("got %d", code)
 		}
 	})
+	t.Run("requestId of another user", func(t *testing.T) {
+		bob := e.google.AddUser(fakegoogle.User{Email: "bob@example.com", EmailVerified: true})
+		if resp, body := e.consent(newBrowser(t), bob.Email); resp.StatusCode != 200 {
+			t.Fatalf("bob's consent: %d %s", resp.StatusCode, body)
+		}
+		if code, body := req("Alice's", "req-shared"); code != 200 {
+			t.Fatalf("alice: got %d: %s", code, body)
+		}
+		for _, body := range []string{
+			`{"user":"bob@example.com","displayName":"Bob's","requestId":"req-shared"}`,
+			// A name that is free: the conflict is the requestId's.
+			`{"user":"bob@example.com","displayName":"Free name 4711","requestId":"req-shared"}`,
+			`{"user":"bob@example.com","spaceType":"GROUP_CHAT","members":["users/1","users/2"],"requestId":"req-shared"}`,
+		} {
+			code, got := e.signed("CreateSpace", body)
+			checkJSONBody(t, got, 409, statusAlreadyExists)
+			if code != 409 || !strings.Contains(got, "requestId was already used by another user") || strings.Contains(got, "displayName") {
+				t.Errorf("%s: got %d: %s; want 409 saying the requestId is another user's", body, code, got)
+			}
+		}
+		// Should Chat answer this with a 400, it reads the same.
+		e.google.InjectChatFaults(fakegoogle.ChatFault{Status: 400, Message: "Request ID req-x was already used by a different user."})
+		code, got := req("Four hundred", "req-x")
+		if code != 409 || !strings.Contains(got, "requestId was already used by another user") {
+			t.Errorf("a 400 naming the request ID: got %d: %s", code, got)
+		}
+		// A taken name is still a taken name.
+		code, got = req("Alice's", "req-other")
+		if code != 409 || !strings.Contains(got, "choose another displayName") {
+			t.Errorf("a taken name: got %d: %s", code, got)
+		}
+	})
 	t.Run("403 keeps the token", func(t *testing.T) {
 		e.google.InjectChatFaults(fakegoogle.ChatFault{Status: 403, Message: "The caller does not have permission"})
 		code, body := req("Forbidden", "req-6")
