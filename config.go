@@ -115,6 +115,14 @@ func loadConfig(getenv func(string) string) (Config, error) {
 	if c.WebhookSecrets == "" && len(c.AllowedAudiences) == 0 {
 		missing = append(missing, "WEBHOOK_SECRETS (or ALLOWED_AUDIENCES, when only Google ID tokens call)")
 	}
+	for _, v := range []struct{ name, ref string }{
+		{"CLIENT_SECRETS", c.ClientSecrets}, {"WEBHOOK_SECRETS", c.WebhookSecrets},
+		{"TOKEN_KEYSET", c.TokenKeyset}, {"DELEGATION_KEY", c.DelegationKey},
+	} {
+		if p := secretRefProblem(v.name, v.ref); p != "" {
+			invalid = append(invalid, p)
+		}
+	}
 	if c.TokenKeysetKMSKey != "" && !kmsKeyURIPattern().MatchString(c.TokenKeysetKMSKey) {
 		invalid = append(invalid, tokenKeysetKMSKeyVar+": must be gcp-kms://projects/P/locations/L/keyRings/R/cryptoKeys/K (the key, not a key version)")
 	}

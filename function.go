@@ -160,7 +160,7 @@ func newServer(ctx context.Context, cfg Config, o serverOptions) (*server, error
 	)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		clientJSON, err := s.secrets.read(gctx, cfg.ClientSecrets)
+		clientJSON, err := s.secrets.read(gctx, "CLIENT_SECRETS", cfg.ClientSecrets)
 		if err != nil {
 			return err
 		}
@@ -168,7 +168,7 @@ func newServer(ctx context.Context, cfg Config, o serverOptions) (*server, error
 		return err
 	})
 	g.Go(func() error {
-		keyset, err := s.secrets.read(gctx, cfg.TokenKeyset)
+		keyset, err := s.secrets.read(gctx, "TOKEN_KEYSET", cfg.TokenKeyset)
 		if err != nil {
 			return err
 		}
@@ -177,7 +177,7 @@ func newServer(ctx context.Context, cfg Config, o serverOptions) (*server, error
 	})
 	if cfg.WebhookSecrets != "" {
 		g.Go(func() error {
-			webhookSecrets, err := s.secrets.read(gctx, cfg.WebhookSecrets)
+			webhookSecrets, err := s.secrets.read(gctx, "WEBHOOK_SECRETS", cfg.WebhookSecrets)
 			if err != nil {
 				return err
 			}
@@ -187,7 +187,7 @@ func newServer(ctx context.Context, cfg Config, o serverOptions) (*server, error
 	}
 	if cfg.DelegationKey != "" {
 		g.Go(func() (err error) {
-			delegationKey, err = s.secrets.read(gctx, cfg.DelegationKey)
+			delegationKey, err = s.secrets.read(gctx, "DELEGATION_KEY", cfg.DelegationKey)
 			return err
 		})
 	}

@@ -65,6 +65,11 @@ func run(demo bool, host string) error {
 	if err := chatauth.CheckBuild(); err != nil {
 		return err
 	}
+	// A secret pasted where its reference belongs is refused before
+	// anything below prints a hint that would quote it.
+	if err := chatauth.CheckSecretReferences(); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return err
 	}
@@ -76,10 +81,15 @@ func run(demo bool, host string) error {
 		}
 		defer g.Close()
 	} else {
+		_, set := os.LookupEnv("CLIENT_SECRETS")
 		clientSecrets := envDefault("CLIENT_SECRETS", "client_secrets.json")
 		// A Secret Manager reference is read by the function; only a file
-		// can be checked here.
+		// can be checked here. A path the operator set is not quoted: it
+		// may be a pasted secret that merely looks like one.
 		if _, err := os.Stat(clientSecrets); errors.Is(err, fs.ErrNotExist) && !strings.HasPrefix(clientSecrets, "projects/") {
+			if set && clientSecrets != "client_secrets.json" {
+				return fmt.Errorf("CLIENT_SECRETS: no file at the path it holds (the value is not shown, in case it is a pasted secret); set it to the path of the OAuth client JSON, or try it offline first: go run ./cmd/local -demo")
+			}
 			return fmt.Errorf("%s not found.\n"+
 				"  To use Google: create an OAuth client (type \"Web application\") with the redirect URI\n"+
 				"  %s in the Google Cloud console, download its JSON to %s, and run again.\n"+
@@ -109,6 +119,19 @@ func run(demo bool, host string) error {
 		os.Setenv("TOKEN_KEYSET", path)
 		if created {
 			fmt.Printf("Generated a Tink keyset for tokens at rest in %s (TOKEN_KEYSET); keep it with the store.\n", path)
+		}
+	}
+
+	// Every secret reference that is not a Secret Manager name must name
+	// an existing file before the hints below print it: a value that names
+	// none may be a pasted secret that looks like a path.
+	for _, name := range []string{"CLIENT_SECRETS", "WEBHOOK_SECRETS", "TOKEN_KEYSET", "DELEGATION_KEY"} {
+		ref := strings.TrimSpace(os.Getenv(name))
+		if ref == "" || strings.HasPrefix(ref, "projects/") {
+			continue
+		}
+		if fi, err := os.Stat(ref); err != nil || fi.IsDir() {
+			return fmt.Errorf("%s: no file at the path it holds (the value is not shown, in case it is a pasted secret); set it to the path of a file that holds the secret, or to a Secret Manager version name, projects/P/secrets/S/versions/V", name)
 		}
 	}
 

@@ -526,3 +526,53 @@ func attr(n *html.Node, key string) string {
 func hasAttr(n *html.Node, key string) bool {
 	return slices.ContainsFunc(n.Attr, func(a html.Attribute) bool { return a.Key == key })
 }
+
+// TestPastedSecretsNotEchoed: a secret pasted into a variable that holds a
+// reference to it stops the runner before it serves, with a message
+// naming the variable, and the runner prints the value nowhere — not in
+// its error, not in its hints (the step-4 command reads a file by path) —
+// also when the secret looks like a file name.
+func TestPastedSecretsNotEchoed(t *testing.T) {
+	bin := buildLocal(t, "nodemo")
+	const hexSecret = "9c3f1e0b7a6d5c4b3a291807f6e5d4c3b2a1908f7e6d5c4b3a2918070f1e2d3c"
+	clientJSON := `{"web":{"client_id":"x.apps.googleusercontent.com","client_secret":"GOCSPX-pasted-client-secret-4711","auth_uri":"https://accounts.google.com/o/oauth2/auth","token_uri":"https://oauth2.googleapis.com/token"}}`
+	dir := t.TempDir()
+	clientFile := filepath.Join(dir, "client_secrets.json")
+	if err := os.WriteFile(clientFile, []byte(clientJSON), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, variable, value, secret, want string
+	}{
+		{"client JSON", "CLIENT_SECRETS", clientJSON, "GOCSPX-pasted-client-secret-4711", "CLIENT_SECRETS: holds JSON"},
+		{"client JSON in a file's place, looks like a path", "CLIENT_SECRETS", "GOCSPX-pasted-client-secret-4711", "GOCSPX-pasted-client-secret-4711", "CLIENT_SECRETS: no file at the path it holds"},
+		{"two webhook secrets", "WEBHOOK_SECRETS", hexSecret + "\n" + hexSecret[:40], hexSecret, "WEBHOOK_SECRETS: holds several lines"},
+		{"a webhook secret, looks like a file name", "WEBHOOK_SECRETS", hexSecret, hexSecret, "WEBHOOK_SECRETS: no file at the path it holds"},
+		{"a keyset", "TOKEN_KEYSET", `{"primaryKeyId":1,"key":[{"keyData":{"value":"GiBpastedkeymaterial0123456789abcdef"}}]}`, "GiBpastedkeymaterial0123456789abcdef", "TOKEN_KEYSET: holds JSON"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd, stdout, stderr := command(bin)
+			cmd.Dir = t.TempDir()
+			env := []string{"PORT=" + freePort(t), "DATA_DIR=" + t.TempDir(), tc.variable + "=" + tc.value}
+			if tc.variable != "CLIENT_SECRETS" {
+				env = append(env, "CLIENT_SECRETS="+clientFile)
+			}
+			cmd.Env = childEnv(env...)
+			var exit *exec.ExitError
+			if err := runToExit(t, cmd, stdout, stderr); !errors.As(err, &exit) || exit.ExitCode() == 0 {
+				t.Fatalf("got exit %v, want a non-zero exit status; stderr:\n%s", err, stderr)
+			}
+			if msg := stderr.String(); !strings.Contains(msg, tc.want) {
+				t.Errorf("stderr:\n%s\nwant it to say %q", msg, tc.want)
+			}
+			for name, out := range map[string]string{"stdout": stdout.String(), "stderr": stderr.String()} {
+				if strings.Contains(out, tc.secret) {
+					t.Errorf("%s quotes the pasted secret:\n%s", name, out)
+				}
+			}
+			if strings.Contains(stdout.String(), "is serving on") {
+				t.Errorf("the runner started serving:\n%s", stdout)
+			}
+		})
+	}
+}
