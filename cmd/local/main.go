@@ -5,9 +5,10 @@
 //	go run ./cmd/local          # real Google, with ./client_secrets.json
 //	go run ./cmd/local -demo    # offline: a fake Google in the same process
 //
-// It fills in the local defaults of DESIGN.md's configuration table for
-// every variable that is not set, then starts the framework; the functions
-// read the environment as they do when deployed.
+// It fills in the local defaults of the README's configuration table for
+// every variable that is not set, then serves the functions at /<Name>
+// as the Functions Framework does, from a server with timeouts; the
+// functions read the environment as they do when deployed.
 //
 // Built with -tags nodemo it leaves out the offline demo's fake Google, so
 // that it links what a deployed function links and nothing more. Built
@@ -32,13 +33,13 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
-	"github.com/GoogleCloudPlatform/functions-framework-go/funcframework"
-
-	"github.com/chatauth/chatauth" // importing it registers the functions
+	"github.com/chatauth/chatauth"
 )
 
 func main() {
@@ -161,8 +162,41 @@ func run(demo bool, host string) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s:%s: %w (set PORT to use another port)", host, port, err)
 	}
-	ln.Close()
-	return funcframework.StartHostPort(host, port)
+	return newHTTPServer(chatauth.LocalHandler(), serveTimeouts).Serve(ln)
+}
+
+// timeouts bound what one connection may take of the runner.
+type timeouts struct {
+	readHeader, read, write, idle time.Duration
+}
+
+// serveTimeouts are the runner's bounds. Headers come in one go from any
+// real client; a body is at most 64 KiB. An answer may take as long as a
+// CreateSpace whose Chat calls use their whole 30 s deadline, retries
+// included, or an OAuthCallback whose token exchange takes the HTTP
+// client's 30 s, plus the store: WriteTimeout leaves twice that. A
+// browser's consent redirect is a plain GET and needs none of it.
+var serveTimeouts = timeouts{
+	readHeader: 10 * time.Second,
+	read:       30 * time.Second,
+	write:      60 * time.Second,
+	idle:       120 * time.Second,
+}
+
+// newHTTPServer serves h with the bounds t, so that slow or stalled
+// clients cannot hold connections (and their memory) open: a client that
+// has not sent its whole header within t.readHeader is disconnected, and
+// so is one whose request or answer outlasts t.read or t.write, or that
+// keeps an idle connection beyond t.idle.
+func newHTTPServer(h http.Handler, t timeouts) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: t.readHeader,
+		ReadTimeout:       t.read,
+		WriteTimeout:      t.write,
+		IdleTimeout:       t.idle,
+		MaxHeaderBytes:    64 << 10,
+	}
 }
 
 // generateOnce returns path, writing gen's secret there first if the file

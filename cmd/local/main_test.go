@@ -576,3 +576,101 @@ func TestPastedSecretsNotEchoed(t *testing.T) {
 		})
 	}
 }
+
+// TestSlowClientsDisconnected: the runner's server drops a client that
+// stalls in its header, one that stalls in its body, and an idle
+// keep-alive connection, with small injected bounds; a prompt request on
+// the same server is answered. Nothing here measures time: each stalled
+// connection must end (EOF or reset) before the test's own generous
+// deadline, which only guards against hanging.
+func TestSlowClientsDisconnected(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(w, "ok")
+	})
+	srv := newHTTPServer(h, timeouts{readHeader: 200 * time.Millisecond, read: 400 * time.Millisecond, write: time.Second, idle: 200 * time.Millisecond})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	addr := ln.Addr().String()
+
+	// closedByServer waits until the server ends conn: a read that
+	// returns EOF or an error other than the test's own deadline.
+	closedByServer := func(t *testing.T, conn net.Conn) {
+		t.Helper()
+		conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+		buf := make([]byte, 4096)
+		for {
+			_, err := conn.Read(buf)
+			if err == nil {
+				continue // an answer (e.g. 408) before the close
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatal("the server kept the stalled connection open")
+			}
+			return
+		}
+	}
+	dial := func(t *testing.T) net.Conn {
+		t.Helper()
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		return conn
+	}
+
+	t.Run("partial header", func(t *testing.T) {
+		conn := dial(t)
+		io.WriteString(conn, "GET /OAuthStart HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+		closedByServer(t, conn)
+	})
+	t.Run("partial body", func(t *testing.T) {
+		conn := dial(t)
+		io.WriteString(conn, "POST /CreateSpace HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"user\":")
+		closedByServer(t, conn)
+	})
+	t.Run("idle keep-alive", func(t *testing.T) {
+		conn := dial(t)
+		io.WriteString(conn, "GET /OAuthStart HTTP/1.1\r\nHost: localhost\r\n\r\n")
+		closedByServer(t, conn)
+	})
+	t.Run("prompt request answered", func(t *testing.T) {
+		resp, err := http.Get("http://" + addr + "/OAuthStart")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "ok" {
+			t.Errorf("got %d %q, want 200 ok", resp.StatusCode, b)
+		}
+	})
+}
+
+// TestServeTimeouts: the runner's bounds are all set, and leave room for
+// the slowest legitimate answers: a CreateSpace that uses its whole 30 s
+// Chat deadline and an OAuthCallback whose token exchange takes its 30 s.
+func TestServeTimeouts(t *testing.T) {
+	const slowest = 30 * time.Second
+	srv := newHTTPServer(http.NotFoundHandler(), serveTimeouts)
+	for name, d := range map[string]time.Duration{
+		"ReadHeaderTimeout": srv.ReadHeaderTimeout, "ReadTimeout": srv.ReadTimeout,
+		"WriteTimeout": srv.WriteTimeout, "IdleTimeout": srv.IdleTimeout,
+	} {
+		if d <= 0 {
+			t.Errorf("%s is not set", name)
+		}
+	}
+	if srv.WriteTimeout <= slowest {
+		t.Errorf("WriteTimeout %v would cut an answer that takes the %v a CreateSpace or an OAuthCallback may take", srv.WriteTimeout, slowest)
+	}
+	if srv.ReadHeaderTimeout > srv.ReadTimeout {
+		t.Errorf("ReadHeaderTimeout %v is longer than ReadTimeout %v", srv.ReadHeaderTimeout, srv.ReadTimeout)
+	}
+}
