@@ -123,8 +123,9 @@ type chatAuth struct {
 }
 
 // newChatAuth builds the verifier; client fetches Google's keys (tests
-// point it at the fake).
-func newChatAuth(ctx context.Context, audienceType, audience string, client *http.Client, now func() time.Time) (*chatAuth, error) {
+// point it at the fake), and certsURL is where chat@system's certificates
+// are published: chatCertsURL, or CHAT_CERTS_URL's stand-in.
+func newChatAuth(ctx context.Context, audienceType, audience string, client *http.Client, certsURL string, now func() time.Time) (*chatAuth, error) {
 	a := &chatAuth{audienceType: audienceType, audience: audience, now: now}
 	switch audienceType {
 	case chatAudienceEndpoint:
@@ -135,7 +136,7 @@ func newChatAuth(ctx context.Context, audienceType, audience string, client *htt
 		}
 		a.oidc = v
 	case chatAudienceProject:
-		a.certs = &chatCerts{url: chatCertsURL, client: client, now: now}
+		a.certs = &chatCerts{url: certsURL, client: client, now: now}
 	default:
 		return nil, fmt.Errorf("chat events: audience type %q", audienceType)
 	}

@@ -226,11 +226,21 @@ func newServer(ctx context.Context, cfg Config, o serverOptions) (*server, error
 	if s.delegation, err = newDelegator(ctx, cfg, delegationKey, s.client.TokenURI, o); err != nil {
 		return nil, err
 	}
-	if s.callers, err = newCallerAuth(ctx, s.webhookSecrets, cfg.AllowedAudiences, cfg.TrustedCallers, o.certsClient, o.now); err != nil {
+	certs := o.certsClient
+	if cfg.GoogleCertsURL != "" {
+		if certs, err = withGoogleCertsURL(certs, cfg.GoogleCertsURL); err != nil {
+			return nil, fmt.Errorf("GOOGLE_CERTS_URL: %w", err)
+		}
+	}
+	chatCerts := chatCertsURL
+	if cfg.ChatCertsURL != "" {
+		chatCerts = cfg.ChatCertsURL
+	}
+	if s.callers, err = newCallerAuth(ctx, s.webhookSecrets, cfg.AllowedAudiences, cfg.TrustedCallers, certs, o.now); err != nil {
 		return nil, err
 	}
 	if cfg.ChatAudienceType != "" {
-		if s.chatAuth, err = newChatAuth(ctx, cfg.ChatAudienceType, cfg.ChatAudience, o.certsClient, o.now); err != nil {
+		if s.chatAuth, err = newChatAuth(ctx, cfg.ChatAudienceType, cfg.ChatAudience, certs, chatCerts, o.now); err != nil {
 			return nil, err
 		}
 	}

@@ -400,10 +400,10 @@ func newIDTokenVerifiers(f *testing.F) *idTokenVerifiers {
 	if v.callers, err = newCallerAuth(context.Background(), nil, []string{callerAudience1}, []string{"scheduler@example.iam.gserviceaccount.com"}, g.HTTPClient(), time.Now); err != nil {
 		f.Fatal(err)
 	}
-	if v.endpoint, err = newChatAuth(context.Background(), chatAudienceEndpoint, fuzzChatEndpoint, chat.HTTPClient(), time.Now); err != nil {
+	if v.endpoint, err = newChatAuth(context.Background(), chatAudienceEndpoint, fuzzChatEndpoint, chat.HTTPClient(), chatCertsURL, time.Now); err != nil {
 		f.Fatal(err)
 	}
-	if v.project, err = newChatAuth(context.Background(), chatAudienceProject, fuzzChatProject, chat.HTTPClient(), time.Now); err != nil {
+	if v.project, err = newChatAuth(context.Background(), chatAudienceProject, fuzzChatProject, chat.HTTPClient(), chatCertsURL, time.Now); err != nil {
 		f.Fatal(err)
 	}
 	var certs map[string]string

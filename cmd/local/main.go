@@ -75,12 +75,14 @@ func run(demo bool, host string) error {
 		return err
 	}
 
+	var demoSteps string
 	if demo {
-		g, err := startFakeGoogle(dataDir, os.Getenv("REDIRECT_URL"))
+		g, steps, err := startFakeGoogle(dataDir, os.Getenv("REDIRECT_URL"), os.Getenv("PUBLIC_URL"))
 		if err != nil {
 			return err
 		}
 		defer g.Close()
+		demoSteps = steps
 	} else {
 		_, set := os.LookupEnv("CLIENT_SECRETS")
 		clientSecrets := envDefault("CLIENT_SECRETS", "client_secrets.json")
@@ -156,6 +158,7 @@ func run(demo bool, host string) error {
 			"       curl -sS -X POST %s/CreateSpace -H 'Content-Type: application/json' -H \"X-Signature: t=$T,v1=$SIG\" -d \"$BODY\"\n",
 			user, secretFile, base)
 	}
+	fmt.Print(demoSteps)
 	fmt.Println()
 
 	ln, err := net.Listen("tcp", net.JoinHostPort(host, port))

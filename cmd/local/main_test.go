@@ -36,6 +36,7 @@ var configVars = []string{
 	"ALLOWED_AUDIENCES", "TRUSTED_CALLERS", "STORE", "DATA_DIR", "FIRESTORE_DATABASE",
 	"FIRESTORE_EMULATOR_HOST", "CHAT_API_ENDPOINT", "OAUTH_REVOKE_URL", "PORT",
 	"FUNCTION_TARGET", "K_SERVICE", "TOKEN_KEYSET", "TOKEN_KEYSET_KMS_KEY", "DELEGATION_KEY",
+	"GOOGLE_CERTS_URL", "CHAT_CERTS_URL", "CHAT_AUDIENCE_TYPE", "CHAT_AUDIENCE",
 }
 
 // syncBuffer collects a child's output while the test reads it.
@@ -223,25 +224,59 @@ func testDemo(t *testing.T, tags string) {
 		t.Error("the demo printed the webhook secret itself")
 	}
 
+	// Steps 5 and 6 of the printout, run as printed: a CreateSpace with an
+	// ID token the fake Google signed, verified against the keys at
+	// GOOGLE_CERTS_URL; and a Chat message signed as Google Chat, verified
+	// against CHAT_CERTS_URL, which creates a space as the user.
+	got := runPrinted(t, out, 5)
+	if !strings.Contains(got, `"spaceUri"`) || !strings.Contains(got, `"Hello from an ID token"`) {
+		t.Errorf("step 5 as printed: got %s; want the created Space", got)
+	}
+	got = runPrinted(t, out, 6)
+	if !strings.Contains(got, "Created the space") || !strings.Contains(got, "Hello from Chat") {
+		t.Errorf("step 6 as printed: got %s; want Chat's reply that the space was created", got)
+	}
+	if strings.Contains(out, "eyJ") || strings.Contains(stderr.String(), "eyJ") {
+		t.Error("the demo printed a token")
+	}
+
 	// Step 4 of the printout, run as printed: it creates a space as the
 	// user who just connected.
-	_, step4, ok := strings.Cut(out, "  4. Create a space")
-	if !ok {
-		t.Fatalf("the demo does not print how to create a space:\n%s", out)
-	}
-	step4, _, _ = strings.Cut(step4, "\n\n")
-	var script []string
-	for _, line := range strings.Split(step4, "\n")[1:] {
-		script = append(script, strings.TrimSpace(line))
-	}
 	if _, err := exec.LookPath("openssl"); err != nil && os.Getenv("CI") != "true" {
 		t.Skip("openssl is not installed; step 4 is not run")
 	}
-	sh := exec.Command("bash", "-c", strings.Join(script, "\n"))
-	got, err := sh.CombinedOutput()
-	if err != nil || !strings.Contains(string(got), `"spaceUri"`) || !strings.Contains(string(got), `"Hello from chatauth"`) {
-		t.Errorf("step 4 as printed: %v, got %s; want the created Space", err, got)
+	got = runPrinted(t, out, 4)
+	if !strings.Contains(got, `"spaceUri"`) || !strings.Contains(got, `"Hello from chatauth"`) {
+		t.Errorf("step 4 as printed: got %s; want the created Space", got)
 	}
+}
+
+// runPrinted runs the commands of step n of the runner's printout with
+// bash, exactly as printed (the lines indented by 7 spaces), and returns
+// what they wrote.
+func runPrinted(t *testing.T, out string, n int) string {
+	t.Helper()
+	_, step, ok := strings.Cut(out, fmt.Sprintf("\n  %d. ", n))
+	if !ok {
+		t.Fatalf("the printout has no step %d:\n%s", n, out)
+	}
+	var script []string
+	for _, line := range strings.Split(step, "\n")[1:] {
+		if !strings.HasPrefix(line, "     ") {
+			break // a blank line or the next step
+		}
+		if strings.HasPrefix(line, "       ") {
+			script = append(script, strings.TrimSpace(line))
+		}
+	}
+	if len(script) == 0 {
+		t.Fatalf("step %d prints no command:\n%s", n, out)
+	}
+	got, err := exec.Command("bash", "-c", strings.Join(script, "\n")).CombinedOutput()
+	if err != nil {
+		t.Errorf("step %d as printed: %v\n%s", n, err, got)
+	}
+	return string(got)
 }
 
 // runToExit starts cmd, a runner that should stop by itself, and returns
