@@ -364,7 +364,7 @@ func TestPastedSecretsRefused(t *testing.T) {
 		{"a base64 webhook secret, like a path", "WEBHOOK_SECRETS", b64Secret, nil, "WEBHOOK_SECRETS: no file at the path it holds"},
 		{"a service account key", "DELEGATION_KEY", saKey, []string{"MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7pasted"}, "DELEGATION_KEY: holds JSON"},
 		{"a key file's content, very long", "TOKEN_KEYSET", strings.Repeat("A", maxSecretRef+1), nil, "TOKEN_KEYSET: holds more than 4096 bytes"},
-		{"a Secret Manager name without version", "CLIENT_SECRETS", "projects/p/secrets/client-" + hexSecret[:16], nil, "CLIENT_SECRETS: starts like a Secret Manager name but is not a version name"},
+		{"a Secret Manager name without version", "CLIENT_SECRETS", "projects/p/secrets/client-" + hexSecret[:16], nil, "CLIENT_SECRETS: no file at the path it holds, and it is not a Secret Manager version name either"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env := map[string]string{

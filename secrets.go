@@ -52,8 +52,6 @@ func secretRefProblem(name, ref string) string {
 		return pasted("control characters")
 	case len(ref) > maxSecretRef:
 		return pasted(fmt.Sprintf("more than %d bytes", maxSecretRef))
-	case strings.HasPrefix(ref, "projects/") && !secretVersionName().MatchString(ref):
-		return name + ": starts like a Secret Manager name but is not a version name (the value is not shown); use projects/P/secrets/S/versions/V, with a version number or latest"
 	}
 	return ""
 }
@@ -99,6 +97,10 @@ func (r *secretReader) read(ctx context.Context, name, ref string) ([]byte, erro
 	if !secretVersionName().MatchString(ref) {
 		b, err := os.ReadFile(ref)
 		switch {
+		case errors.Is(err, fs.ErrNotExist) && strings.HasPrefix(ref, "projects/"):
+			// A relative path may start with projects/ too, so this is
+			// said only once no such file exists.
+			return nil, fmt.Errorf("secrets: %s: no file at the path it holds, and it is not a Secret Manager version name either (the value is not shown); use projects/P/secrets/S/versions/V, with a version number or latest", name)
 		case errors.Is(err, fs.ErrNotExist):
 			return nil, fmt.Errorf("secrets: %s: no file at the path it holds (the path is not shown, in case it is a pasted secret); %s", name, secretRefHint)
 		case err != nil:
