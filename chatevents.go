@@ -123,8 +123,9 @@ type chatAuth struct {
 }
 
 // newChatAuth builds the verifier; client fetches Google's keys (tests
-// point it at the fake).
-func newChatAuth(ctx context.Context, audienceType, audience string, client *http.Client, now func() time.Time) (*chatAuth, error) {
+// point it at the fake), and certsURL is where chat@system's certificates
+// are published: chatCertsURL, or CHAT_CERTS_URL's stand-in.
+func newChatAuth(ctx context.Context, audienceType, audience string, client *http.Client, certsURL string, now func() time.Time) (*chatAuth, error) {
 	a := &chatAuth{audienceType: audienceType, audience: audience, now: now}
 	switch audienceType {
 	case chatAudienceEndpoint:
@@ -135,7 +136,7 @@ func newChatAuth(ctx context.Context, audienceType, audience string, client *htt
 		}
 		a.oidc = v
 	case chatAudienceProject:
-		a.certs = &chatCerts{url: chatCertsURL, client: client, now: now}
+		a.certs = &chatCerts{url: certsURL, client: client, now: now}
 	default:
 		return nil, fmt.Errorf("chat events: audience type %q", audienceType)
 	}
@@ -702,8 +703,9 @@ func (s *server) chatCreate(ctx context.Context, ev *chatEvent, actor *chatUser,
 		return chatReply{Text: "Tell me the new space's name, for example: `/createspace Launch review @Bob @Carol`."}
 	case n > 128:
 		return chatReply{Text: fmt.Sprintf("That name is %d characters long; a space's name has at most 128. Try a shorter one.", n)}
-	case hasControl(name):
-		return chatReply{Text: "That name contains control characters; use plain text."}
+	}
+	if r, hidden := hiddenRune(name, false); hidden {
+		return chatReply{Text: fmt.Sprintf("That name contains %s, which does not show as itself; type the name again as plain text.", describeRune(r))}
 	}
 	if len(members) > 49 {
 		return chatReply{Text: fmt.Sprintf("You mentioned %d people; a new space can start with at most 49 besides you. Create it with fewer and add the others afterwards.", len(members))}

@@ -697,6 +697,14 @@ func TestChatEventsCommands(t *testing.T) {
 		}
 		says(t, c.send(chatMsg{text: text, slash: createCommandID, mentions: ms}), "at most 49")
 	})
+	t.Run("name that hides characters", func(t *testing.T) {
+		before := c.google.ChatCalls("spaces.create")
+		says(t, c.send(chatMsg{text: "/createspace ad\u200bmin", slash: createCommandID}), "U+200B (ZERO WIDTH SPACE)")
+		says(t, c.send(chatMsg{text: "/createspace invoice\u202egpj.exe", slash: createCommandID}), "U+202E (RIGHT-TO-LEFT OVERRIDE)")
+		if got := c.google.ChatCalls("spaces.create"); got != before {
+			t.Errorf("Chat was called %d times for names that hide characters", got-before)
+		}
+	})
 	t.Run("name taken", func(t *testing.T) {
 		created(t, c.send(chatMsg{text: "/createspace Taken", slash: createCommandID, name: "spaces/A/messages/1"}), "Taken")
 		says(t, c.send(chatMsg{text: "/createspace Taken", slash: createCommandID, name: "spaces/A/messages/2"}), "already exists")

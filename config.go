@@ -31,6 +31,8 @@ type Config struct {
 	FirestoreDatabase string   // FIRESTORE_DATABASE
 	ChatEndpoint      string   // CHAT_API_ENDPOINT: empty means Google's
 	RevokeURL         string   // OAUTH_REVOKE_URL
+	GoogleCertsURL    string   // GOOGLE_CERTS_URL: the JWK set of Google's ID-token keys; empty means Google's (googlecerts.go)
+	ChatCertsURL      string   // CHAT_CERTS_URL: chat@system's X.509 certificates; empty means Google's
 	ChatAudienceType  string   // CHAT_AUDIENCE_TYPE: ENDPOINT_URL or PROJECT_NUMBER; empty: ChatEvents is off
 	ChatAudience      string   // CHAT_AUDIENCE: the ChatEvents URL, or the project number, as set in the Chat app's configuration
 	Deployed          bool     // K_SERVICE is set: running on Cloud Functions / Cloud Run
@@ -74,6 +76,8 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		FirestoreDatabase: get("FIRESTORE_DATABASE"),
 		ChatEndpoint:      get("CHAT_API_ENDPOINT"),
 		RevokeURL:         get("OAUTH_REVOKE_URL"),
+		GoogleCertsURL:    get("GOOGLE_CERTS_URL"),
+		ChatCertsURL:      get("CHAT_CERTS_URL"),
 		ChatAudienceType:  strings.ToUpper(get("CHAT_AUDIENCE_TYPE")),
 		ChatAudience:      get("CHAT_AUDIENCE"),
 		Deployed:          get("K_SERVICE") != "",
@@ -124,6 +128,14 @@ func loadConfig(getenv func(string) string) (Config, error) {
 	if c.WebhookSecrets == "" && len(c.AllowedAudiences) == 0 && !callerFree[c.Function] {
 		missing = append(missing, "WEBHOOK_SECRETS (or ALLOWED_AUDIENCES, when only Google ID tokens call)")
 	}
+	for _, v := range []struct{ name, ref string }{
+		{"CLIENT_SECRETS", c.ClientSecrets}, {"WEBHOOK_SECRETS", c.WebhookSecrets},
+		{"TOKEN_KEYSET", c.TokenKeyset}, {"DELEGATION_KEY", c.DelegationKey},
+	} {
+		if p := secretRefProblem(v.name, v.ref); p != "" {
+			invalid = append(invalid, p)
+		}
+	}
 	if c.TokenKeysetKMSKey != "" && !kmsKeyURIPattern().MatchString(c.TokenKeysetKMSKey) {
 		invalid = append(invalid, tokenKeysetKMSKeyVar+": must be gcp-kms://projects/P/locations/L/keyRings/R/cryptoKeys/K (the key, not a key version)")
 	}
@@ -147,6 +159,7 @@ func loadConfig(getenv func(string) string) (Config, error) {
 
 	invalid = append(invalid, checkChatAudience(c.ChatAudienceType, c.ChatAudience)...)
 	invalid = append(invalid, checkDeployedEndpoints(&c)...)
+	invalid = append(invalid, checkCertsOverrides(c)...)
 	invalid = append(invalid, checkDelegation(&c)...)
 	invalid = append(invalid, unbuilt(c)...)
 

@@ -3,6 +3,7 @@ package chatauth
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -184,15 +185,15 @@ func TestSecretManager(t *testing.T) {
 	t.Run("checksum", func(t *testing.T) {
 		r := &secretReader{opts: sm.ClientOptions()}
 		defer r.close()
-		if got, err := r.read(t.Context(), webhookRef); err != nil || string(got) != testWebhookSecret {
+		if got, err := r.read(t.Context(), "WEBHOOK_SECRETS", webhookRef); err != nil || string(got) != testWebhookSecret {
 			t.Fatalf("read: got %q, %v", got, err)
 		}
 		bad := sm.Put("projects/p/secrets/corrupt", []byte("x"))
 		sm.CorruptChecksum(bad)
-		if _, err := r.read(t.Context(), bad); err == nil || !strings.Contains(err.Error(), "checksum") {
+		if _, err := r.read(t.Context(), "WEBHOOK_SECRETS", bad); err == nil || !strings.Contains(err.Error(), "checksum") {
 			t.Errorf("corrupted payload: got %v, want a checksum error", err)
 		}
-		if _, err := r.read(t.Context(), "projects/p/secrets/absent/versions/1"); err == nil || errors.Is(err, errSecretsUnavailable) {
+		if _, err := r.read(t.Context(), "WEBHOOK_SECRETS", "projects/p/secrets/absent/versions/1"); err == nil || errors.Is(err, errSecretsUnavailable) {
 			t.Errorf("absent secret: got %v, want a permanent error", err)
 		}
 	})
@@ -293,7 +294,7 @@ func TestSecretReaderNeverLogsSecrets(t *testing.T) {
 	got := captureStderr(t, func() {
 		r := &secretReader{opts: sm.ClientOptions()}
 		defer r.close()
-		if _, err := r.read(t.Context(), ref); err != nil {
+		if _, err := r.read(t.Context(), "WEBHOOK_SECRETS", ref); err != nil {
 			t.Errorf("read: %v", err)
 		}
 	})
@@ -323,4 +324,96 @@ func TestFailedBuildReleasesStore(t *testing.T) {
 		t.Fatalf("the next build: %v (the failed one kept the store open?)", err)
 	}
 	s.close()
+}
+
+// TestPastedSecretsRefused: a secret pasted into a variable that holds a
+// reference to it is refused with a message naming the variable, and the
+// value reaches neither the answer nor the logs — also when it looks like
+// a file name. Every value is added to the leak audit of all tests' logs.
+func TestPastedSecretsRefused(t *testing.T) {
+	g, err := fakegoogle.New(fakegoogle.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	dir := t.TempDir()
+	clientFile := filepath.Join(dir, "client_secrets.json")
+	writeFile(t, clientFile, g.ClientJSON("web"))
+	webhookFile := filepath.Join(dir, "webhook_secrets")
+	writeFile(t, webhookFile, []byte(testWebhookSecret+"\n"))
+	keyset := testKeyset(t)
+	keysetFile := filepath.Join(dir, "token_keyset.json")
+	writeFile(t, keysetFile, keyset)
+	sensitive.addKeyset(t, keysetFile)
+
+	const (
+		hexSecret = "9c3f1e0b7a6d5c4b3a291807f6e5d4c3b2a1908f7e6d5c4b3a2918070f1e2d3c"
+		b64Secret = "q2Vb/x9+Lr0TqYw3/ZkP1aN7mJ8cE5fH2gK4sD6uV0o="
+		saKey     = `{"type":"service_account","client_email":"dwd@p.iam.gserviceaccount.com","private_key":"-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7pasted\n-----END PRIVATE KEY-----\n"}`
+	)
+	for _, tc := range []struct {
+		name, variable, value string
+		pieces                []string // secret parts of value that must not appear either
+		want                  string   // in the logs
+	}{
+		{"client JSON", "CLIENT_SECRETS", string(g.ClientJSON("web")), []string{g.ClientSecret()}, "CLIENT_SECRETS: holds JSON"},
+		{"keyset JSON", "TOKEN_KEYSET", string(keyset), nil, "TOKEN_KEYSET: holds JSON"},
+		{"two webhook secrets", "WEBHOOK_SECRETS", testWebhookSecret + "\n" + hexSecret, []string{testWebhookSecret, hexSecret}, "WEBHOOK_SECRETS: holds several lines"},
+		{"a webhook secret with a control character", "WEBHOOK_SECRETS", hexSecret[:32] + "\x1b" + hexSecret[32:], []string{hexSecret[:32], hexSecret[32:]}, "WEBHOOK_SECRETS: holds control characters"},
+		{"a hex webhook secret, like a file name", "WEBHOOK_SECRETS", hexSecret, nil, "WEBHOOK_SECRETS: no file at the path it holds"},
+		{"a base64 webhook secret, like a path", "WEBHOOK_SECRETS", b64Secret, nil, "WEBHOOK_SECRETS: no file at the path it holds"},
+		{"a service account key", "DELEGATION_KEY", saKey, []string{"MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7pasted"}, "DELEGATION_KEY: holds JSON"},
+		{"a key file's content, very long", "TOKEN_KEYSET", strings.Repeat("A", maxSecretRef+1), nil, "TOKEN_KEYSET: holds more than 4096 bytes"},
+		{"a Secret Manager name without version", "CLIENT_SECRETS", "projects/p/secrets/client-" + hexSecret[:16], nil, "CLIENT_SECRETS: no file at the path it holds, and it is not a Secret Manager version name either"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := map[string]string{
+				"STORE": storeLocal, "DATA_DIR": t.TempDir(),
+				"CLIENT_SECRETS": clientFile, "WEBHOOK_SECRETS": webhookFile, "TOKEN_KEYSET": keysetFile,
+				"REDIRECT_URL": "http://localhost:8080/OAuthCallback", "PUBLIC_URL": "http://localhost:8080",
+			}
+			for _, k := range []string{"GOOGLE_CLOUD_PROJECT", "K_SERVICE", "ALLOWED_AUDIENCES", "DELEGATION_KEY", "CREDENTIAL_SOURCE", "DELEGATED_DOMAINS", "CHAT_AUDIENCE_TYPE", "TOKEN_KEYSET_KMS_KEY"} {
+				t.Setenv(k, "")
+				os.Unsetenv(k)
+			}
+			env[tc.variable] = tc.value
+			for k, v := range env {
+				t.Setenv(k, v)
+			}
+			secrets := append([]string{tc.value}, tc.pieces...)
+			sensitive.add(secrets...)
+
+			logs := &syncBuffer{}
+			inst := &instance{build: buildFromEnv, log: newLogger(logs)}
+			for _, r := range registered[:3] {
+				rec := httptest.NewRecorder()
+				req := httptest.NewRequest(http.MethodGet, "/"+r.name, nil)
+				inst.handler(r)(rec, req)
+				if rec.Code != 500 {
+					t.Errorf("%s: got %d, want 500", r.name, rec.Code)
+				}
+				for _, s := range secrets {
+					if strings.Contains(rec.Body.String(), s) {
+						t.Errorf("%s: the answer quotes the pasted value", r.name)
+					}
+				}
+			}
+			got := logs.String()
+			if !strings.Contains(got, tc.want) {
+				t.Errorf("the logs do not say %q:\n%s", tc.want, got)
+			}
+			for _, s := range secrets {
+				if strings.Contains(got, s) {
+					t.Errorf("the logs quote the pasted value (%d bytes, starting %q)", len(s), s[:4])
+				}
+			}
+			// The JSON log escapes what it quotes: look for the escaped
+			// forms too.
+			for _, s := range secrets {
+				if b, _ := json.Marshal(s); strings.Contains(got, strings.Trim(string(b), `"`)) {
+					t.Errorf("the logs quote the pasted value, JSON-escaped")
+				}
+			}
+		})
+	}
 }

@@ -162,7 +162,7 @@ func newServer(ctx context.Context, cfg Config, o serverOptions) (*server, error
 	)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		clientJSON, err := s.secrets.read(gctx, cfg.ClientSecrets)
+		clientJSON, err := s.secrets.read(gctx, "CLIENT_SECRETS", cfg.ClientSecrets)
 		if err != nil {
 			return err
 		}
@@ -175,7 +175,7 @@ func newServer(ctx context.Context, cfg Config, o serverOptions) (*server, error
 		return nil
 	})
 	g.Go(func() error {
-		keyset, err := s.secrets.read(gctx, cfg.TokenKeyset)
+		keyset, err := s.secrets.read(gctx, "TOKEN_KEYSET", cfg.TokenKeyset)
 		if err != nil {
 			return err
 		}
@@ -184,7 +184,7 @@ func newServer(ctx context.Context, cfg Config, o serverOptions) (*server, error
 	})
 	if cfg.WebhookSecrets != "" {
 		g.Go(func() error {
-			webhookSecrets, err := s.secrets.read(gctx, cfg.WebhookSecrets)
+			webhookSecrets, err := s.secrets.read(gctx, "WEBHOOK_SECRETS", cfg.WebhookSecrets)
 			if err != nil {
 				return err
 			}
@@ -194,7 +194,7 @@ func newServer(ctx context.Context, cfg Config, o serverOptions) (*server, error
 	}
 	if cfg.DelegationKey != "" {
 		g.Go(func() (err error) {
-			delegationKey, err = s.secrets.read(gctx, cfg.DelegationKey)
+			delegationKey, err = s.secrets.read(gctx, "DELEGATION_KEY", cfg.DelegationKey)
 			return err
 		})
 	}
@@ -233,11 +233,21 @@ func newServer(ctx context.Context, cfg Config, o serverOptions) (*server, error
 	if s.delegation, err = newDelegator(ctx, cfg, delegationKey, s.client.TokenURI, o); err != nil {
 		return nil, err
 	}
-	if s.callers, err = newCallerAuth(ctx, s.webhookSecrets, cfg.AllowedAudiences, cfg.TrustedCallers, o.certsClient, o.now); err != nil {
+	certs := o.certsClient
+	if cfg.GoogleCertsURL != "" {
+		if certs, err = withGoogleCertsURL(certs, cfg.GoogleCertsURL); err != nil {
+			return nil, fmt.Errorf("GOOGLE_CERTS_URL: %w", err)
+		}
+	}
+	chatCerts := chatCertsURL
+	if cfg.ChatCertsURL != "" {
+		chatCerts = cfg.ChatCertsURL
+	}
+	if s.callers, err = newCallerAuth(ctx, s.webhookSecrets, cfg.AllowedAudiences, cfg.TrustedCallers, certs, o.now); err != nil {
 		return nil, err
 	}
 	if cfg.ChatAudienceType != "" {
-		if s.chatAuth, err = newChatAuth(ctx, cfg.ChatAudienceType, cfg.ChatAudience, o.certsClient, o.now); err != nil {
+		if s.chatAuth, err = newChatAuth(ctx, cfg.ChatAudienceType, cfg.ChatAudience, certs, chatCerts, o.now); err != nil {
 			return nil, err
 		}
 	}

@@ -25,6 +25,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"golang.org/x/oauth2"
@@ -262,6 +263,18 @@ func FuzzCallbackState(f *testing.F) {
 	})
 }
 
+// hidesText is the fuzz oracle for names that hide nothing, written apart
+// from hiddenRune: a control, a line or paragraph separator, or a format
+// character other than a zero-width joiner.
+func hidesText(s string) bool {
+	for _, r := range s {
+		if r != '\u200d' && (unicode.IsControl(r) || unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp)) {
+			return true
+		}
+	}
+	return false
+}
+
 // FuzzCreateSpaceRequest fuzzes CreateSpace's decoder and validator.
 // Invariants: a refusal is INVALID_ARGUMENT; an accepted body is valid
 // UTF-8, a JSON object whose keys are exactly the documented names, each
@@ -277,6 +290,9 @@ func FuzzCreateSpaceRequest(f *testing.F) {
 		`{"user":"alice@example.com","displayName":"x","description":"line\nline\r\n\ttab"}`,
 		`{"user":"alice@example.com","displayName":"x","members":["users/1","USERS/1"]}`,
 		"{\"user\":\"alice@example.com\",\"displayName\":\"\xff\"}",
+		`{"user":"alice@example.com","displayName":"a\u200eb"}`,
+		`{"user":"alice@example.com","displayName":"\ud83e\uddd1\u200d\ud83d\udcbb"}`,
+		`{"user":"alice@example.com","displayName":"x","description":"a\u2028b"}`,
 		`[]`, `null`, ``,
 		// The fast path's scan: brackets, commas and quotes inside strings,
 		// nesting, white space everywhere, escaped and repeated keys.
@@ -347,9 +363,9 @@ func FuzzCreateSpaceRequest(f *testing.F) {
 		switch {
 		case !validUser(q.User):
 			t.Fatalf("accepted user %q", q.User)
-		case n > 128 || hasControl(q.DisplayName):
+		case n > 128 || hidesText(q.DisplayName):
 			t.Fatalf("accepted displayName %q", q.DisplayName)
-		case utf8.RuneCountInString(q.Description) > 4096 || hasControl(strings.NewReplacer("\n", "", "\r", "", "\t", "").Replace(q.Description)):
+		case utf8.RuneCountInString(q.Description) > 4096 || hidesText(strings.NewReplacer("\n", "", "\r", "", "\t", "").Replace(q.Description)):
 			t.Fatalf("accepted description %q", q.Description)
 		case q.Description != "" && q.SpaceType != spaceTypeSpace:
 			t.Fatal("accepted a description outside a SPACE")
@@ -414,10 +430,10 @@ func newIDTokenVerifiers(f *testing.F) *idTokenVerifiers {
 	if v.callers, err = newCallerAuth(context.Background(), nil, []string{callerAudience1}, []string{"scheduler@example.iam.gserviceaccount.com"}, g.HTTPClient(), time.Now); err != nil {
 		f.Fatal(err)
 	}
-	if v.endpoint, err = newChatAuth(context.Background(), chatAudienceEndpoint, fuzzChatEndpoint, chat.HTTPClient(), time.Now); err != nil {
+	if v.endpoint, err = newChatAuth(context.Background(), chatAudienceEndpoint, fuzzChatEndpoint, chat.HTTPClient(), chatCertsURL, time.Now); err != nil {
 		f.Fatal(err)
 	}
-	if v.project, err = newChatAuth(context.Background(), chatAudienceProject, fuzzChatProject, chat.HTTPClient(), time.Now); err != nil {
+	if v.project, err = newChatAuth(context.Background(), chatAudienceProject, fuzzChatProject, chat.HTTPClient(), chatCertsURL, time.Now); err != nil {
 		f.Fatal(err)
 	}
 	var certs map[string]string

@@ -509,6 +509,10 @@ func TestOpenAPI(t *testing.T) {
 		{name: "an unknown space type", path: "/CreateSpace", body: `{"user":"alice@example.com","displayName":"x","spaceType":"ROOM"}`, validRequest: no, code: 400},
 		{name: "a user that is no user", path: "/CreateSpace", body: `{"user":"alice","displayName":"x"}`, validRequest: no, code: 400},
 		{name: "a control character", path: "/CreateSpace", body: `{"user":"alice@example.com","displayName":"a\u0007b"}`, validRequest: no, code: 400},
+		{name: "a left-to-right mark", path: "/CreateSpace", body: `{"user":"alice@example.com","displayName":"admin\u200e"}`, validRequest: no, code: 400},
+		{name: "a line separator in a description", path: "/CreateSpace", body: `{"user":"alice@example.com","displayName":"x","description":"a\u2028b"}`, validRequest: no, code: 400},
+		{name: "an emoji sequence", path: "/CreateSpace", body: `{"user":"alice@example.com","displayName":"On call \ud83e\uddd1\u200d\ud83d\udcbb","requestId":"oa-emoji"}`, validRequest: yes, code: 200},
+		{name: "a group chat with a name", path: "/CreateSpace", body: `{"user":"alice@example.com","displayName":"Team","spaceType":"GROUP_CHAT","members":["users/1","users/2"]}`, code: 400},
 		{name: "no credentials", path: "/CreateSpace", body: `{"user":"alice@example.com","displayName":"x"}`, auth: func(string) map[string]string { return nil }, validRequest: yes, code: 401},
 		{name: "an ID-token caller for someone else", path: "/CreateSpace", body: `{"user":"alice@example.com","displayName":"Not mine"}`,
 			auth: func(string) map[string]string {

@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strings"
 	"time"
+	"unicode"
 
 	"google.golang.org/api/option"
 )
@@ -16,6 +18,64 @@ import (
 // secretVersionName matches a Secret Manager version name. Anything else
 // in a secret reference is a local file path.
 var secretVersionName = lazyRegexp(`^projects/[^/]+/secrets/[^/]+/versions/[^/]+$`)
+
+// secretRefHint says what a secret reference holds; it ends the refusals
+// of one, which never quote the value.
+const secretRefHint = "set it to the path of a file that holds the secret, or to a Secret Manager version name, projects/P/secrets/S/versions/V"
+
+// maxSecretRef bounds a reference: no file path or version name is
+// longer (PATH_MAX is 4096 on Linux).
+const maxSecretRef = 4096
+
+// secretRefProblem reports, for loadConfig, a value of the variable name
+// that cannot be a secret reference and looks like the secret itself,
+// pasted where its reference belongs: several lines, control characters,
+// JSON (a client, keyset or service account key file's content), or more
+// than any path. The value is never quoted: it may be the secret. A
+// pasted secret that looks like a file name (a hex string, say) passes
+// here and is refused when read, as a path that names no file, equally
+// unquoted (secretReader.read).
+func secretRefProblem(name, ref string) string {
+	if ref == "" {
+		return ""
+	}
+	pasted := func(what string) string {
+		return name + ": holds " + what + ", which looks like the secret itself rather than a reference to it (the value is not shown); " +
+			secretRefHint + ". A secret that was pasted into the environment may have been seen: rotate it"
+	}
+	switch {
+	case strings.HasPrefix(ref, "{") || strings.HasPrefix(ref, "["):
+		return pasted("JSON")
+	case strings.ContainsAny(ref, "\n\r"):
+		return pasted("several lines")
+	case strings.IndexFunc(ref, unicode.IsControl) >= 0:
+		return pasted("control characters")
+	case len(ref) > maxSecretRef:
+		return pasted(fmt.Sprintf("more than %d bytes", maxSecretRef))
+	}
+	return ""
+}
+
+// CheckSecretReferences reports, as a *ConfigError, the secret-reference
+// variables in the environment (CLIENT_SECRETS, WEBHOOK_SECRETS,
+// TOKEN_KEYSET, DELEGATION_KEY) that hold what looks like a pasted secret.
+// The functions refuse them on their first request too; cmd/local calls
+// it before it prints anything about those variables.
+func CheckSecretReferences() error {
+	var problems []string
+	for _, name := range secretRefNames {
+		if p := secretRefProblem(name, strings.TrimSpace(os.Getenv(name))); p != "" {
+			problems = append(problems, p)
+		}
+	}
+	if len(problems) > 0 {
+		return &ConfigError{Problems: problems}
+	}
+	return nil
+}
+
+// secretRefNames are the variables that hold secret references.
+var secretRefNames = []string{"CLIENT_SECRETS", "WEBHOOK_SECRETS", "TOKEN_KEYSET", "DELEGATION_KEY"}
 
 // secretReader reads secret references. The Secret Manager client is made
 // on first use only, so a local run with file secrets never dials Google.
@@ -29,13 +89,26 @@ type secretReader struct {
 	secretManager
 }
 
-// read returns the secret a reference names. Errors name the reference
-// (a resource name or path, never the secret) and keep the cause.
-func (r *secretReader) read(ctx context.Context, ref string) ([]byte, error) {
+// read returns the secret that ref, the value of the variable name,
+// refers to. Errors name the variable and, for Secret Manager, the
+// version; never a file path, since a secret pasted where a path belongs
+// reads as a path that names no file, and its error must not quote it.
+func (r *secretReader) read(ctx context.Context, name, ref string) ([]byte, error) {
 	if !secretVersionName().MatchString(ref) {
 		b, err := os.ReadFile(ref)
-		if err != nil {
-			return nil, fmt.Errorf("secrets: read file %s: %w", ref, err)
+		switch {
+		case errors.Is(err, fs.ErrNotExist) && strings.HasPrefix(ref, "projects/"):
+			// A relative path may start with projects/ too, so this is
+			// said only once no such file exists.
+			return nil, fmt.Errorf("secrets: %s: no file at the path it holds, and it is not a Secret Manager version name either (the value is not shown); use projects/P/secrets/S/versions/V, with a version number or latest", name)
+		case errors.Is(err, fs.ErrNotExist):
+			return nil, fmt.Errorf("secrets: %s: no file at the path it holds (the path is not shown, in case it is a pasted secret); %s", name, secretRefHint)
+		case err != nil:
+			var pe *fs.PathError
+			if errors.As(err, &pe) {
+				err = pe.Err // the path stays out of the message
+			}
+			return nil, fmt.Errorf("secrets: %s: read the file it names: %w", name, err)
 		}
 		return b, nil
 	}

@@ -23,7 +23,7 @@ func TestSecretManagerEmulatorHost(t *testing.T) {
 		t.Setenv(secretManagerEmulatorEnv, sm.Addr())
 		r := &secretReader{}
 		defer r.close()
-		got, err := r.read(context.Background(), ref)
+		got, err := r.read(context.Background(), "WEBHOOK_SECRETS", ref)
 		if err != nil || string(got) != "from the emulator" {
 			t.Fatalf("read: got %q, %v; want the emulator's secret", got, err)
 		}
@@ -35,7 +35,7 @@ func TestSecretManagerEmulatorHost(t *testing.T) {
 		t.Setenv(secretManagerEmulatorEnv, "127.0.0.1:1") // nothing listens there
 		r := &secretReader{opts: sm.ClientOptions()}
 		defer r.close()
-		if got, err := r.read(context.Background(), ref); err != nil || string(got) != "from the emulator" {
+		if got, err := r.read(context.Background(), "WEBHOOK_SECRETS", ref); err != nil || string(got) != "from the emulator" {
 			t.Fatalf("read: got %q, %v; want the secret through the given options", got, err)
 		}
 	})

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -270,8 +271,8 @@ func TestCreateSpaceBadRequests(t *testing.T) {
 		{"no name", http.MethodPost, "application/json", `{"user":"alice@example.com"}`, 400, statusInvalidArgument, `"displayName" is required`},
 		{"long name", http.MethodPost, "application/json", `{"user":"alice@example.com","displayName":"` + longName + `"}`, 400, statusInvalidArgument, "128"},
 		{"control character", http.MethodPost, "application/json", `{"user":"alice@example.com","displayName":"a\u0007b"}`, 400, statusInvalidArgument, "control"},
-		{"bidi override", http.MethodPost, "application/json", `{"user":"alice@example.com","displayName":"invoice\u202egpj.exe"}`, 400, statusInvalidArgument, "bidirectional"},
-		{"bidi isolate in description", http.MethodPost, "application/json", `{"user":"alice@example.com","displayName":"x","description":"a\u2066b"}`, 400, statusInvalidArgument, "bidirectional"},
+		{"bidi override", http.MethodPost, "application/json", `{"user":"alice@example.com","displayName":"invoice\u202egpj.exe"}`, 400, statusInvalidArgument, "U+202E (RIGHT-TO-LEFT OVERRIDE), a character that changes the direction"},
+		{"bidi isolate in description", http.MethodPost, "application/json", `{"user":"alice@example.com","displayName":"x","description":"a\u2066b"}`, 400, statusInvalidArgument, `"description" contains U+2066 (LEFT-TO-RIGHT ISOLATE)`},
 		{"bad type", http.MethodPost, "application/json", `{"user":"alice@example.com","displayName":"x","spaceType":"ROOM"}`, 400, statusInvalidArgument, "spaceType"},
 		{"DM without member", http.MethodPost, "application/json", `{"user":"alice@example.com","spaceType":"DIRECT_MESSAGE"}`, 400, statusInvalidArgument, "exactly 1"},
 		{"group of one", http.MethodPost, "application/json", `{"user":"alice@example.com","spaceType":"GROUP_CHAT","members":["users/1"]}`, 400, statusInvalidArgument, "at least 2"},
@@ -477,6 +478,38 @@ func TestChatFaults(t *testing.T) {
 			t.Errorf("got %d", code)
 		}
 	})
+	t.Run("requestId of another user", func(t *testing.T) {
+		bob := e.google.AddUser(fakegoogle.User{Email: "bob@example.com", EmailVerified: true})
+		if resp, body := e.consent(newBrowser(t), bob.Email); resp.StatusCode != 200 {
+			t.Fatalf("bob's consent: %d %s", resp.StatusCode, body)
+		}
+		if code, body := req("Alice's", "req-shared"); code != 200 {
+			t.Fatalf("alice: got %d: %s", code, body)
+		}
+		for _, body := range []string{
+			`{"user":"bob@example.com","displayName":"Bob's","requestId":"req-shared"}`,
+			// A name that is free: the conflict is the requestId's.
+			`{"user":"bob@example.com","displayName":"Free name 4711","requestId":"req-shared"}`,
+			`{"user":"bob@example.com","spaceType":"GROUP_CHAT","members":["users/1","users/2"],"requestId":"req-shared"}`,
+		} {
+			code, got := e.signed("CreateSpace", body)
+			checkJSONBody(t, got, 409, statusAlreadyExists)
+			if code != 409 || !strings.Contains(got, "requestId was already used by another user") || strings.Contains(got, "displayName") {
+				t.Errorf("%s: got %d: %s; want 409 saying the requestId is another user's", body, code, got)
+			}
+		}
+		// Should Chat answer this with a 400, it reads the same.
+		e.google.InjectChatFaults(fakegoogle.ChatFault{Status: 400, Message: "Request ID req-x was already used by a different user."})
+		code, got := req("Four hundred", "req-x")
+		if code != 409 || !strings.Contains(got, "requestId was already used by another user") {
+			t.Errorf("a 400 naming the request ID: got %d: %s", code, got)
+		}
+		// A taken name is still a taken name.
+		code, got = req("Alice's", "req-other")
+		if code != 409 || !strings.Contains(got, "choose another displayName") {
+			t.Errorf("a taken name: got %d: %s", code, got)
+		}
+	})
 	t.Run("403 keeps the token", func(t *testing.T) {
 		e.google.InjectChatFaults(fakegoogle.ChatFault{Status: 403, Message: "The caller does not have permission"})
 		code, body := req("Forbidden", "req-6")
@@ -564,24 +597,119 @@ func BenchmarkCreateSpaceWarm(b *testing.B) {
 	}
 }
 
-// TestDisplayNameCharacters: names that display as something else are
-// refused; emoji sequences and other scripts are not.
+// TestDisplayNameCharacters: names that display as something else, or
+// hide characters, are refused with the field and the code point named;
+// emoji sequences and other scripts are not.
 func TestDisplayNameCharacters(t *testing.T) {
-	for name, ok := range map[string]bool{
-		"Incident 4711":           true,
-		"Équipe 🧑‍💻 (ZWJ)":        true,
-		"事故対応 4711":               true,
-		"שלום עולם":               true,
-		"invoice\u202egpj.exe":    false,
-		"a\u2067b\u2069":          false,
-		"tab\tinside":             false,
-		"escape \u001b[31mred":    false,
-		"next line \u0085 inside": false,
+	for _, tc := range []struct {
+		name string
+		want string // "" when accepted; else what the message must say
+	}{
+		{"Incident 4711", ""},
+		{"Équipe \U0001f9d1\u200d\U0001f4bb (ZWJ)", ""},
+		{"\U0001f469\U0001f3fd\u200d\U0001f4bb and \U0001f3f3\ufe0f\u200d\U0001f308 and \U0001f468\u200d\U0001f469\u200d\U0001f467", ""},
+		{"\u2764\ufe0f 1\ufe0f\u20e3", ""},
+		{"事故対応 4711", ""},
+		{"שלום עולם", ""},
+		{"مرحبا بالعالم", ""},
+		{"non\u00a0breaking", ""},
+		{"invoice\u202egpj.exe", "U+202E (RIGHT-TO-LEFT OVERRIDE), a character that changes the direction"},
+		{"a\u2067b\u2069", "U+2067 (RIGHT-TO-LEFT ISOLATE), a character that changes the direction"},
+		{"admin\u200e", "U+200E (LEFT-TO-RIGHT MARK), a character that changes the direction"},
+		{"\u200fadmin", "U+200F (RIGHT-TO-LEFT MARK)"},
+		{"a\u061cb", "U+061C (ARABIC LETTER MARK)"},
+		{"ad\u200bmin", "U+200B (ZERO WIDTH SPACE), an invisible character"},
+		{"ad\u200dmin", "U+200D (ZERO WIDTH JOINER), an invisible character"},
+		{"\u200d\U0001f4bb", "U+200D (ZERO WIDTH JOINER)"},
+		{"\U0001f4bb\u200d", "U+200D (ZERO WIDTH JOINER)"},
+		{"\U0001f4bb\u200da", "U+200D (ZERO WIDTH JOINER)"},
+		{"ad\u200cmin", "U+200C (ZERO WIDTH NON-JOINER)"},
+		{"ad\u2060min", "U+2060 (WORD JOINER)"},
+		{"\ufeffadmin", "U+FEFF (ZERO WIDTH NO-BREAK SPACE)"},
+		{"x\u2062y", "U+2062 (INVISIBLE TIMES)"},
+		{"x\u00ady", "U+00AD (SOFT HYPHEN)"},
+		{"tag\U000e0041\U000e0042", "U+E0041 (TAG LATIN CAPITAL LETTER A)"},
+		{"hangul\u3164filler", "U+3164 (HANGUL FILLER), an invisible character"},
+		{"cg\u034fj", "U+034F (COMBINING GRAPHEME JOINER)"},
+		{"\ufe0fstart", "U+FE0F (VARIATION SELECTOR-16)"},
+		{"run\ufe00\ufe01", "U+FE01 (VARIATION SELECTOR-2)"},
+		{"space \U000e0100", "U+E0100 (VARIATION SELECTOR-17)"},
+		{"line\u2028sep", "U+2028 (LINE SEPARATOR), a line or paragraph separator"},
+		{"para\u2029sep", "U+2029 (PARAGRAPH SEPARATOR)"},
+		{"tab\tinside", "U+0009, a control character"},
+		{"new\nline", "U+000A, a control character"},
+		{"escape \u001b[31mred", "U+001B, a control character"},
+		{"next line \u0085 inside", "U+0085, a control character"},
+		{"nul\u0000", "U+0000, a control character"},
 	} {
-		q := createSpaceRequest{User: aliceEmail, DisplayName: name}
-		if err := q.validate(); (err == nil) != ok {
-			t.Errorf("%q: got %v, want accepted %v", name, err, ok)
+		q := createSpaceRequest{User: aliceEmail, DisplayName: tc.name}
+		err := q.validate()
+		if tc.want == "" {
+			if err != nil {
+				t.Errorf("%q: got %v, want accepted", tc.name, err)
+			}
+			continue
 		}
+		var e *Error
+		if !errors.As(err, &e) || e.Status != statusInvalidArgument {
+			t.Errorf("%q: got %v, want INVALID_ARGUMENT", tc.name, err)
+			continue
+		}
+		if !strings.HasPrefix(e.Message, `"displayName" contains `) || !strings.Contains(e.Message, tc.want) {
+			t.Errorf("%q: got %q, want it to name the field and say %q", tc.name, e.Message, tc.want)
+		}
+	}
+}
+
+// TestDescriptionCharacters: a description keeps its line breaks and tabs
+// and nothing else that does not show.
+func TestDescriptionCharacters(t *testing.T) {
+	for _, tc := range []struct {
+		desc string
+		want string
+	}{
+		{"disk full\non db-3\r\n\tsee runbook", ""},
+		{"\U0001f9d1\u200d\U0001f4bb on call", ""},
+		{"see\u2028below", `"description" contains U+2028 (LINE SEPARATOR), a line or paragraph separator`},
+		{"see\u2029below", "U+2029 (PARAGRAPH SEPARATOR)"},
+		{"bell\a", `"description" contains U+0007, a control character (only line breaks and tabs are allowed)`},
+		{"vt\v", "U+000B, a control character"},
+		{"ok\n\u202eevil", "U+202E (RIGHT-TO-LEFT OVERRIDE)"},
+		{"hidden\u200bword", "U+200B (ZERO WIDTH SPACE), an invisible character"},
+		{"bom\ufeff", "U+FEFF"},
+	} {
+		q := createSpaceRequest{User: aliceEmail, DisplayName: "Incident", Description: tc.desc}
+		err := q.validate()
+		if tc.want == "" {
+			if err != nil {
+				t.Errorf("%q: got %v, want accepted", tc.desc, err)
+			}
+			continue
+		}
+		var e *Error
+		if !errors.As(err, &e) || e.Status != statusInvalidArgument || !strings.HasPrefix(e.Message, `"description" contains `) || !strings.Contains(e.Message, tc.want) {
+			t.Errorf("%q: got %v, want INVALID_ARGUMENT naming the field and saying %q", tc.desc, err, tc.want)
+		}
+	}
+}
+
+// TestChatNamesItsOwnSpaces: a GROUP_CHAT or DIRECT_MESSAGE takes no
+// displayName, refused here naming the field, before any round trip.
+func TestChatNamesItsOwnSpaces(t *testing.T) {
+	for _, q := range []createSpaceRequest{
+		{User: aliceEmail, SpaceType: spaceTypeGroupChat, DisplayName: "Team", Members: []string{"users/1", "users/2"}},
+		{User: aliceEmail, SpaceType: spaceTypeGroupChat, DisplayName: "Team"}, // the displayName is named first
+		{User: aliceEmail, SpaceType: spaceTypeDM, DisplayName: "Bob", Members: []string{"users/1"}},
+	} {
+		err := q.validate()
+		var e *Error
+		if !errors.As(err, &e) || e.Status != statusInvalidArgument || !strings.Contains(e.Message, `has no "displayName"`) || !strings.Contains(e.Message, q.SpaceType) {
+			t.Errorf("%s with displayName: got %v, want INVALID_ARGUMENT naming displayName and %s", q.SpaceType, err, q.SpaceType)
+		}
+	}
+	ok := createSpaceRequest{User: aliceEmail, SpaceType: spaceTypeGroupChat, Members: []string{"users/1", "users/2"}}
+	if err := ok.validate(); err != nil {
+		t.Errorf("GROUP_CHAT without displayName: %v", err)
 	}
 }
 

@@ -5,9 +5,10 @@
 //	go run ./cmd/local          # real Google, with ./client_secrets.json
 //	go run ./cmd/local -demo    # offline: a fake Google in the same process
 //
-// It fills in the local defaults of DESIGN.md's configuration table for
-// every variable that is not set, then starts the framework; the functions
-// read the environment as they do when deployed.
+// It fills in the local defaults of the README's configuration table for
+// every variable that is not set, then serves the functions at /<Name>
+// as the Functions Framework does, from a server with timeouts; the
+// functions read the environment as they do when deployed.
 //
 // Built with -tags nodemo it leaves out the offline demo's fake Google, so
 // that it links what a deployed function links and nothing more. Built
@@ -32,13 +33,13 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
-	"github.com/GoogleCloudPlatform/functions-framework-go/funcframework"
-
-	"github.com/chatauth/chatauth" // importing it registers the functions
+	"github.com/chatauth/chatauth"
 )
 
 func main() {
@@ -65,21 +66,33 @@ func run(demo bool, host string) error {
 	if err := chatauth.CheckBuild(); err != nil {
 		return err
 	}
+	// A secret pasted where its reference belongs is refused before
+	// anything below prints a hint that would quote it.
+	if err := chatauth.CheckSecretReferences(); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return err
 	}
 
+	var demoSteps string
 	if demo {
-		g, err := startFakeGoogle(dataDir, os.Getenv("REDIRECT_URL"))
+		g, steps, err := startFakeGoogle(dataDir, os.Getenv("REDIRECT_URL"), os.Getenv("PUBLIC_URL"))
 		if err != nil {
 			return err
 		}
 		defer g.Close()
+		demoSteps = steps
 	} else {
+		_, set := os.LookupEnv("CLIENT_SECRETS")
 		clientSecrets := envDefault("CLIENT_SECRETS", "client_secrets.json")
 		// A Secret Manager reference is read by the function; only a file
-		// can be checked here.
+		// can be checked here. A path the operator set is not quoted: it
+		// may be a pasted secret that merely looks like one.
 		if _, err := os.Stat(clientSecrets); errors.Is(err, fs.ErrNotExist) && !strings.HasPrefix(clientSecrets, "projects/") {
+			if set && clientSecrets != "client_secrets.json" {
+				return fmt.Errorf("CLIENT_SECRETS: no file at the path it holds (the value is not shown, in case it is a pasted secret); set it to the path of the OAuth client JSON, or try it offline first: go run ./cmd/local -demo")
+			}
 			return fmt.Errorf("%s not found.\n"+
 				"  To use Google: create an OAuth client (type \"Web application\") with the redirect URI\n"+
 				"  %s in the Google Cloud console, download its JSON to %s, and run again.\n"+
@@ -112,6 +125,19 @@ func run(demo bool, host string) error {
 		}
 	}
 
+	// Every secret reference that is not a Secret Manager name must name
+	// an existing file before the hints below print it: a value that names
+	// none may be a pasted secret that looks like a path.
+	for _, name := range []string{"CLIENT_SECRETS", "WEBHOOK_SECRETS", "TOKEN_KEYSET", "DELEGATION_KEY"} {
+		ref := strings.TrimSpace(os.Getenv(name))
+		if ref == "" || strings.HasPrefix(ref, "projects/") {
+			continue
+		}
+		if fi, err := os.Stat(ref); err != nil || fi.IsDir() {
+			return fmt.Errorf("%s: no file at the path it holds (the value is not shown, in case it is a pasted secret); set it to the path of a file that holds the secret, or to a Secret Manager version name, projects/P/secrets/S/versions/V", name)
+		}
+	}
+
 	fmt.Printf("\nchatauth is serving on %s (store: %s in %s).\n", base, os.Getenv("STORE"), dataDir)
 	fmt.Printf("  1. Open %s/OAuthStart in your browser.\n", base)
 	if demo {
@@ -132,14 +158,48 @@ func run(demo bool, host string) error {
 			"       curl -sS -X POST %s/CreateSpace -H 'Content-Type: application/json' -H \"X-Signature: t=$T,v1=$SIG\" -d \"$BODY\"\n",
 			user, secretFile, base)
 	}
+	fmt.Print(demoSteps)
 	fmt.Println()
 
 	ln, err := net.Listen("tcp", net.JoinHostPort(host, port))
 	if err != nil {
 		return fmt.Errorf("listen on %s:%s: %w (set PORT to use another port)", host, port, err)
 	}
-	ln.Close()
-	return funcframework.StartHostPort(host, port)
+	return newHTTPServer(chatauth.LocalHandler(), serveTimeouts).Serve(ln)
+}
+
+// timeouts bound what one connection may take of the runner.
+type timeouts struct {
+	readHeader, read, write, idle time.Duration
+}
+
+// serveTimeouts are the runner's bounds. Headers come in one go from any
+// real client; a body is at most 64 KiB. An answer may take as long as a
+// CreateSpace whose Chat calls use their whole 30 s deadline, retries
+// included, or an OAuthCallback whose token exchange takes the HTTP
+// client's 30 s, plus the store: WriteTimeout leaves twice that. A
+// browser's consent redirect is a plain GET and needs none of it.
+var serveTimeouts = timeouts{
+	readHeader: 10 * time.Second,
+	read:       30 * time.Second,
+	write:      60 * time.Second,
+	idle:       120 * time.Second,
+}
+
+// newHTTPServer serves h with the bounds t, so that slow or stalled
+// clients cannot hold connections (and their memory) open: a client that
+// has not sent its whole header within t.readHeader is disconnected, and
+// so is one whose request or answer outlasts t.read or t.write, or that
+// keeps an idle connection beyond t.idle.
+func newHTTPServer(h http.Handler, t timeouts) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: t.readHeader,
+		ReadTimeout:       t.read,
+		WriteTimeout:      t.write,
+		IdleTimeout:       t.idle,
+		MaxHeaderBytes:    64 << 10,
+	}
 }
 
 // generateOnce returns path, writing gen's secret there first if the file

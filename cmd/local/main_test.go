@@ -36,6 +36,7 @@ var configVars = []string{
 	"ALLOWED_AUDIENCES", "TRUSTED_CALLERS", "STORE", "DATA_DIR", "FIRESTORE_DATABASE",
 	"FIRESTORE_EMULATOR_HOST", "CHAT_API_ENDPOINT", "OAUTH_REVOKE_URL", "PORT",
 	"FUNCTION_TARGET", "K_SERVICE", "TOKEN_KEYSET", "TOKEN_KEYSET_KMS_KEY", "DELEGATION_KEY",
+	"GOOGLE_CERTS_URL", "CHAT_CERTS_URL", "CHAT_AUDIENCE_TYPE", "CHAT_AUDIENCE",
 }
 
 // syncBuffer collects a child's output while the test reads it.
@@ -219,25 +220,59 @@ func testDemo(t *testing.T, tags string) {
 		t.Error("the demo printed the webhook secret itself")
 	}
 
+	// Steps 5 and 6 of the printout, run as printed: a CreateSpace with an
+	// ID token the fake Google signed, verified against the keys at
+	// GOOGLE_CERTS_URL; and a Chat message signed as Google Chat, verified
+	// against CHAT_CERTS_URL, which creates a space as the user.
+	got := runPrinted(t, out, 5)
+	if !strings.Contains(got, `"spaceUri"`) || !strings.Contains(got, `"Hello from an ID token"`) {
+		t.Errorf("step 5 as printed: got %s; want the created Space", got)
+	}
+	got = runPrinted(t, out, 6)
+	if !strings.Contains(got, "Created the space") || !strings.Contains(got, "Hello from Chat") {
+		t.Errorf("step 6 as printed: got %s; want Chat's reply that the space was created", got)
+	}
+	if strings.Contains(out, "eyJ") || strings.Contains(stderr.String(), "eyJ") {
+		t.Error("the demo printed a token")
+	}
+
 	// Step 4 of the printout, run as printed: it creates a space as the
 	// user who just connected.
-	_, step4, ok := strings.Cut(out, "  4. Create a space")
-	if !ok {
-		t.Fatalf("the demo does not print how to create a space:\n%s", out)
-	}
-	step4, _, _ = strings.Cut(step4, "\n\n")
-	var script []string
-	for _, line := range strings.Split(step4, "\n")[1:] {
-		script = append(script, strings.TrimSpace(line))
-	}
 	if _, err := exec.LookPath("openssl"); err != nil && os.Getenv("CI") != "true" {
 		t.Skip("openssl is not installed; step 4 is not run")
 	}
-	sh := exec.Command("bash", "-c", strings.Join(script, "\n"))
-	got, err := sh.CombinedOutput()
-	if err != nil || !strings.Contains(string(got), `"spaceUri"`) || !strings.Contains(string(got), `"Hello from chatauth"`) {
-		t.Errorf("step 4 as printed: %v, got %s; want the created Space", err, got)
+	got = runPrinted(t, out, 4)
+	if !strings.Contains(got, `"spaceUri"`) || !strings.Contains(got, `"Hello from chatauth"`) {
+		t.Errorf("step 4 as printed: got %s; want the created Space", got)
 	}
+}
+
+// runPrinted runs the commands of step n of the runner's printout with
+// bash, exactly as printed (the lines indented by 7 spaces), and returns
+// what they wrote.
+func runPrinted(t *testing.T, out string, n int) string {
+	t.Helper()
+	_, step, ok := strings.Cut(out, fmt.Sprintf("\n  %d. ", n))
+	if !ok {
+		t.Fatalf("the printout has no step %d:\n%s", n, out)
+	}
+	var script []string
+	for _, line := range strings.Split(step, "\n")[1:] {
+		if !strings.HasPrefix(line, "     ") {
+			break // a blank line or the next step
+		}
+		if strings.HasPrefix(line, "       ") {
+			script = append(script, strings.TrimSpace(line))
+		}
+	}
+	if len(script) == 0 {
+		t.Fatalf("step %d prints no command:\n%s", n, out)
+	}
+	got, err := exec.Command("bash", "-c", strings.Join(script, "\n")).CombinedOutput()
+	if err != nil {
+		t.Errorf("step %d as printed: %v\n%s", n, err, got)
+	}
+	return string(got)
 }
 
 // runToExit starts cmd, a runner that should stop by itself, and returns
@@ -521,4 +556,152 @@ func attr(n *html.Node, key string) string {
 
 func hasAttr(n *html.Node, key string) bool {
 	return slices.ContainsFunc(n.Attr, func(a html.Attribute) bool { return a.Key == key })
+}
+
+// TestPastedSecretsNotEchoed: a secret pasted into a variable that holds a
+// reference to it stops the runner before it serves, with a message
+// naming the variable, and the runner prints the value nowhere — not in
+// its error, not in its hints (the step-4 command reads a file by path) —
+// also when the secret looks like a file name.
+func TestPastedSecretsNotEchoed(t *testing.T) {
+	bin := buildLocal(t, "nodemo")
+	const hexSecret = "9c3f1e0b7a6d5c4b3a291807f6e5d4c3b2a1908f7e6d5c4b3a2918070f1e2d3c"
+	clientJSON := `{"web":{"client_id":"x.apps.googleusercontent.com","client_secret":"GOCSPX-pasted-client-secret-4711","auth_uri":"https://accounts.google.com/o/oauth2/auth","token_uri":"https://oauth2.googleapis.com/token"}}`
+	dir := t.TempDir()
+	clientFile := filepath.Join(dir, "client_secrets.json")
+	if err := os.WriteFile(clientFile, []byte(clientJSON), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, variable, value, secret, want string
+	}{
+		{"client JSON", "CLIENT_SECRETS", clientJSON, "GOCSPX-pasted-client-secret-4711", "CLIENT_SECRETS: holds JSON"},
+		{"client JSON in a file's place, looks like a path", "CLIENT_SECRETS", "GOCSPX-pasted-client-secret-4711", "GOCSPX-pasted-client-secret-4711", "CLIENT_SECRETS: no file at the path it holds"},
+		{"two webhook secrets", "WEBHOOK_SECRETS", hexSecret + "\n" + hexSecret[:40], hexSecret, "WEBHOOK_SECRETS: holds several lines"},
+		{"a webhook secret, looks like a file name", "WEBHOOK_SECRETS", hexSecret, hexSecret, "WEBHOOK_SECRETS: no file at the path it holds"},
+		{"a keyset", "TOKEN_KEYSET", `{"primaryKeyId":1,"key":[{"keyData":{"value":"GiBpastedkeymaterial0123456789abcdef"}}]}`, "GiBpastedkeymaterial0123456789abcdef", "TOKEN_KEYSET: holds JSON"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd, stdout, stderr := command(bin)
+			cmd.Dir = t.TempDir()
+			env := []string{"PORT=" + freePort(t), "DATA_DIR=" + t.TempDir(), tc.variable + "=" + tc.value}
+			if tc.variable != "CLIENT_SECRETS" {
+				env = append(env, "CLIENT_SECRETS="+clientFile)
+			}
+			cmd.Env = childEnv(env...)
+			var exit *exec.ExitError
+			if err := runToExit(t, cmd, stdout, stderr); !errors.As(err, &exit) || exit.ExitCode() == 0 {
+				t.Fatalf("got exit %v, want a non-zero exit status; stderr:\n%s", err, stderr)
+			}
+			if msg := stderr.String(); !strings.Contains(msg, tc.want) {
+				t.Errorf("stderr:\n%s\nwant it to say %q", msg, tc.want)
+			}
+			for name, out := range map[string]string{"stdout": stdout.String(), "stderr": stderr.String()} {
+				if strings.Contains(out, tc.secret) {
+					t.Errorf("%s quotes the pasted secret:\n%s", name, out)
+				}
+			}
+			if strings.Contains(stdout.String(), "is serving on") {
+				t.Errorf("the runner started serving:\n%s", stdout)
+			}
+		})
+	}
+}
+
+// TestSlowClientsDisconnected: the runner's server drops a client that
+// stalls in its header, one that stalls in its body, and an idle
+// keep-alive connection, with small injected bounds; a prompt request on
+// the same server is answered. Nothing here measures time: each stalled
+// connection must end (EOF or reset) before the test's own generous
+// deadline, which only guards against hanging.
+func TestSlowClientsDisconnected(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(w, "ok")
+	})
+	srv := newHTTPServer(h, timeouts{readHeader: 200 * time.Millisecond, read: 400 * time.Millisecond, write: time.Second, idle: 200 * time.Millisecond})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	addr := ln.Addr().String()
+
+	// closedByServer waits until the server ends conn: a read that
+	// returns EOF or an error other than the test's own deadline.
+	closedByServer := func(t *testing.T, conn net.Conn) {
+		t.Helper()
+		conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+		buf := make([]byte, 4096)
+		for {
+			_, err := conn.Read(buf)
+			if err == nil {
+				continue // an answer (e.g. 408) before the close
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatal("the server kept the stalled connection open")
+			}
+			return
+		}
+	}
+	dial := func(t *testing.T) net.Conn {
+		t.Helper()
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		return conn
+	}
+
+	t.Run("partial header", func(t *testing.T) {
+		conn := dial(t)
+		io.WriteString(conn, "GET /OAuthStart HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+		closedByServer(t, conn)
+	})
+	t.Run("partial body", func(t *testing.T) {
+		conn := dial(t)
+		io.WriteString(conn, "POST /CreateSpace HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"user\":")
+		closedByServer(t, conn)
+	})
+	t.Run("idle keep-alive", func(t *testing.T) {
+		conn := dial(t)
+		io.WriteString(conn, "GET /OAuthStart HTTP/1.1\r\nHost: localhost\r\n\r\n")
+		closedByServer(t, conn)
+	})
+	t.Run("prompt request answered", func(t *testing.T) {
+		resp, err := http.Get("http://" + addr + "/OAuthStart")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "ok" {
+			t.Errorf("got %d %q, want 200 ok", resp.StatusCode, b)
+		}
+	})
+}
+
+// TestServeTimeouts: the runner's bounds are all set, and leave room for
+// the slowest legitimate answers: a CreateSpace that uses its whole 30 s
+// Chat deadline and an OAuthCallback whose token exchange takes its 30 s.
+func TestServeTimeouts(t *testing.T) {
+	const slowest = 30 * time.Second
+	srv := newHTTPServer(http.NotFoundHandler(), serveTimeouts)
+	for name, d := range map[string]time.Duration{
+		"ReadHeaderTimeout": srv.ReadHeaderTimeout, "ReadTimeout": srv.ReadTimeout,
+		"WriteTimeout": srv.WriteTimeout, "IdleTimeout": srv.IdleTimeout,
+	} {
+		if d <= 0 {
+			t.Errorf("%s is not set", name)
+		}
+	}
+	if srv.WriteTimeout <= slowest {
+		t.Errorf("WriteTimeout %v would cut an answer that takes the %v a CreateSpace or an OAuthCallback may take", srv.WriteTimeout, slowest)
+	}
+	if srv.ReadHeaderTimeout > srv.ReadTimeout {
+		t.Errorf("ReadHeaderTimeout %v is longer than ReadTimeout %v", srv.ReadHeaderTimeout, srv.ReadTimeout)
+	}
 }

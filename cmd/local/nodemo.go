@@ -5,8 +5,8 @@ package main
 import "errors"
 
 // startFakeGoogle is not linked into a runner built with -tags nodemo.
-func startFakeGoogle(dataDir, redirectURL string) (interface{ Close() }, error) {
-	return nil, errors.New("-demo: this runner was built with -tags nodemo, without the fake Google; build it without the tag")
+func startFakeGoogle(dataDir, redirectURL, publicURL string) (interface{ Close() }, string, error) {
+	return nil, "", errors.New("-demo: this runner was built with -tags nodemo, without the fake Google; build it without the tag")
 }
 
 // fakegoogleUser is unused without the demo; it keeps main.go's printout

@@ -461,6 +461,11 @@ func (s *Server) createSpace(grant *accessGrant, token string, in *spaceJSON, me
 	defer s.mu.Unlock()
 	if requestID != "" {
 		if prev := s.requestIDs[requestID]; prev != nil {
+			// Chat's reference: an existing request ID "from the same Chat
+			// app with a different authenticated user returns an error".
+			// It documents no status; the fake answers 409 ALREADY_EXISTS
+			// with a message that names the request ID, which is how a
+			// client tells it from a taken display name.
 			if prev.Creator != grant.sub {
 				return spaceJSON{}, &apiError{code: http.StatusConflict,
 					message: "The request ID " + requestID + " was already used by a different user; request IDs are bound to the authenticated user."}

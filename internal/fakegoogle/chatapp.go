@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -26,6 +27,13 @@ const (
 	ChatCertsPath = "/service_accounts/v1/metadata/x509/" + ChatServiceAccount
 	// ChatCertsURL is the production URL of ChatCertsPath.
 	ChatCertsURL = "https://www.googleapis.com" + ChatCertsPath
+	// ChatTokenPath is the fake's own endpoint, not Google's, that mints
+	// the bearer token Google Chat sends a Chat app with the "Project
+	// number" audience setting, so that a process other than the one
+	// holding the ChatApp (a shell in the offline demo) can send a Chat
+	// event. POST {"audience": "<project number>"} answers {"token": …},
+	// the shape of IAM Credentials' generateIdToken.
+	ChatTokenPath = "/fakegoogle/v1/chat:generateToken"
 )
 
 // ChatApp plays Google Chat calling a Chat app's HTTP endpoint. It mints
@@ -60,12 +68,52 @@ type chatKey struct {
 
 // NewChatApp makes the service account's first signing key. Tokens of
 // the "HTTP endpoint URL" kind are signed by google.
+//
+// The Server publishes the latest ChatApp's certificates on its listener
+// too, at ChatCertsPath (Server.ChatCertsURL), and mints its tokens at
+// ChatTokenPath, for verifiers in other processes.
 func NewChatApp(google *Server) (*ChatApp, error) {
 	c := &ChatApp{google: google}
 	if err := c.RotateKey(); err != nil {
 		return nil, err
 	}
+	google.chatApp.Store(c)
 	return c, nil
+}
+
+// handleChatCerts serves GET ChatCertsPath on the Server's listener from
+// the latest ChatApp, 404 before there is one.
+func (s *Server) handleChatCerts(w http.ResponseWriter, r *http.Request) {
+	c := s.chatApp.Load()
+	if c == nil {
+		(&apiError{code: http.StatusNotFound, message: "No Chat app: this fake has no chat@system keys (NewChatApp)."}).write(w)
+		return
+	}
+	c.ServeHTTP(w, r)
+}
+
+// handleChatToken serves POST ChatTokenPath: the latest ChatApp's
+// ProjectToken for the audience given.
+func (s *Server) handleChatToken(w http.ResponseWriter, r *http.Request) {
+	c := s.chatApp.Load()
+	if c == nil {
+		(&apiError{code: http.StatusNotFound, message: "No Chat app: this fake has no chat@system keys (NewChatApp)."}).write(w)
+		return
+	}
+	var in struct {
+		Audience string `json:"audience"`
+	}
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxFormBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&in); err != nil {
+		invalidArgument("Invalid JSON payload received. %v", err).write(w)
+		return
+	}
+	if in.Audience == "" {
+		invalidArgument("audience is required: the Chat app's project number.").write(w)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"token": c.ProjectToken(in.Audience, nil)})
 }
 
 // RotateKey adds a new signing key, as Google rotates service account

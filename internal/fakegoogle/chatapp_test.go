@@ -178,3 +178,78 @@ func TestChatCertsFaultsAndRouting(t *testing.T) {
 		t.Error("a request to a non-Google host was not refused")
 	}
 }
+
+// TestChatAppOnListener: the Server publishes the latest ChatApp's
+// certificates on its own listener, for verifiers in another process, and
+// mints its "Project number" tokens at ChatTokenPath; both answer 404
+// before there is a ChatApp.
+func TestChatAppOnListener(t *testing.T) {
+	g := newTestServer(t, Options{})
+	plain := &http.Client{}
+	for _, u := range []string{g.ChatCertsURL(), g.ChatTokenURL()} {
+		resp, err := plain.Post(u, "application/json", strings.NewReader(`{"audience":"1"}`))
+		if u == g.ChatCertsURL() {
+			resp, err = plain.Get(u)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("%s without a ChatApp: got %d, want 404", u, resp.StatusCode)
+		}
+	}
+	c, err := NewChatApp(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := plain.Get(g.ChatCertsURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var certs map[string]string
+	json.NewDecoder(resp.Body).Decode(&certs)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || certs[c.KeyID()] == "" {
+		t.Fatalf("GET %s: got %d with keys %v, want the ChatApp's key %s", g.ChatCertsURL(), resp.StatusCode, certs, c.KeyID())
+	}
+
+	resp, err = plain.Post(g.ChatTokenURL(), "application/json", strings.NewReader(`{"audience":"123456789012"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out struct{ Token string }
+	json.NewDecoder(resp.Body).Decode(&out)
+	resp.Body.Close()
+	parts := strings.Split(out.Token, ".")
+	if resp.StatusCode != http.StatusOK || len(parts) != 3 {
+		t.Fatalf("POST %s: got %d, token %d parts", g.ChatTokenURL(), resp.StatusCode, len(parts))
+	}
+	var claims map[string]any
+	b, _ := base64.RawURLEncoding.DecodeString(parts[1])
+	json.Unmarshal(b, &claims)
+	if claims["iss"] != ChatServiceAccount || claims["aud"] != "123456789012" {
+		t.Errorf("claims: got %v, want iss %s and aud 123456789012", claims, ChatServiceAccount)
+	}
+	block, _ := pem.Decode([]byte(certs[c.KeyID()]))
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := sha256.Sum256([]byte(parts[0] + "." + parts[1]))
+	sig, _ := base64.RawURLEncoding.DecodeString(parts[2])
+	if err := rsa.VerifyPKCS1v15(cert.PublicKey.(*rsa.PublicKey), crypto.SHA256, digest[:], sig); err != nil {
+		t.Errorf("the minted token does not verify against the published certificate: %v", err)
+	}
+
+	for _, body := range []string{`{}`, `{"audience":"1","extra":true}`, `not json`} {
+		resp, err := plain.Post(g.ChatTokenURL(), "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("POST %s %s: got %d, want 400", g.ChatTokenURL(), body, resp.StatusCode)
+		}
+	}
+}

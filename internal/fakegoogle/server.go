@@ -36,6 +36,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -110,6 +111,8 @@ type Server struct {
 	key     *rsa.PrivateKey
 	kid     string
 	certPEM string
+
+	chatApp atomic.Pointer[ChatApp] // the latest NewChatApp's, served at ChatCertsPath
 
 	mu sync.Mutex
 	oauthState
@@ -217,6 +220,8 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /oauth2/v3/certs", s.handleJWKS)
 	mux.HandleFunc("GET /oauth2/v1/certs", s.handlePEMCerts)
 	mux.HandleFunc("GET /.well-known/openid-configuration", s.handleDiscovery)
+	mux.HandleFunc("GET "+ChatCertsPath, s.handleChatCerts)
+	mux.HandleFunc("POST "+ChatTokenPath, s.handleChatToken)
 	mux.HandleFunc("POST /v1/spaces", s.handleCreateSpace)
 	mux.HandleFunc("POST /v1/spaces:setup", s.handleSetupSpace)
 	mux.HandleFunc("GET /v1/spaces/{id}", s.handleGetSpace)
@@ -252,6 +257,15 @@ func (s *Server) RevokeURL() string { return s.baseURL + "/revoke" }
 // JWKSURL returns where the signing keys are published, the fake's
 // https://www.googleapis.com/oauth2/v3/certs.
 func (s *Server) JWKSURL() string { return s.baseURL + "/oauth2/v3/certs" }
+
+// ChatCertsURL returns where the fake publishes the chat@system service
+// account's certificates, the fake's ChatCertsURL constant: the keys of
+// the latest ChatApp made for this Server (NewChatApp).
+func (s *Server) ChatCertsURL() string { return s.baseURL + ChatCertsPath }
+
+// ChatTokenURL returns the fake-only endpoint that mints Google Chat's
+// "Project number" bearer tokens (ChatTokenPath).
+func (s *Server) ChatTokenURL() string { return s.baseURL + ChatTokenPath }
 
 // ChatEndpoint returns the Chat API base URL with its trailing slash, the
 // form option.WithEndpoint expects for chat/v1.
@@ -380,6 +394,8 @@ func (s *Server) Endpoints() []string {
 		"tokeninfo  GET  " + b + "/tokeninfo?access_token=…",
 		"userinfo   GET  " + b + "/v1/userinfo",
 		"jwks       GET  " + b + "/oauth2/v3/certs (PEM map at /oauth2/v1/certs)",
+		"chat certs GET  " + b + ChatCertsPath + " (with a ChatApp)",
+		"chat token POST " + b + ChatTokenPath + " {\"audience\": project number} (fake only: signs as Google Chat)",
 		"discovery  GET  " + b + "/.well-known/openid-configuration",
 		"chat       POST " + b + "/v1/spaces, POST " + b + "/v1/spaces:setup, GET " + b + "/v1/spaces/{id}",
 		"iamcreds   POST " + b + "/v1/projects/-/serviceAccounts/{email}:signJwt (and :generateIdToken)",

@@ -9,8 +9,10 @@
 //	    -redirect-uri http://localhost:8080/OAuthCallback \
 //	    -write-client-json client_secrets.json
 //
-// then start the product with CLIENT_SECRETS=client_secrets.json,
-// CHAT_API_ENDPOINT=<printed URL>/ and OAUTH_REVOKE_URL=<printed URL>/revoke.
+// then start the product with CLIENT_SECRETS=client_secrets.json and the
+// overrides it prints: CHAT_API_ENDPOINT, OAUTH_REVOKE_URL, and the keys
+// ID tokens and Google Chat's tokens are signed with, GOOGLE_CERTS_URL and
+// CHAT_CERTS_URL.
 package main
 
 import (
@@ -80,6 +82,9 @@ func run(args []string) error {
 		return err
 	}
 	defer srv.Close()
+	if _, err := fakegoogle.NewChatApp(srv); err != nil {
+		return err
+	}
 
 	if *writeClientJSON != "" {
 		if err := os.WriteFile(*writeClientJSON, srv.ClientJSON("web"), 0o600); err != nil {
@@ -99,7 +104,8 @@ func run(args []string) error {
 	if *writeClientJSON != "" {
 		fmt.Printf("client JSON:    %s\n", *writeClientJSON)
 	}
-	fmt.Printf("\nfor the product: CHAT_API_ENDPOINT=%s OAUTH_REVOKE_URL=%s\n", srv.ChatEndpoint(), srv.RevokeURL())
+	fmt.Printf("\nfor the product: CHAT_API_ENDPOINT=%s OAUTH_REVOKE_URL=%s GOOGLE_CERTS_URL=%s CHAT_CERTS_URL=%s\n",
+		srv.ChatEndpoint(), srv.RevokeURL(), srv.JWKSURL(), srv.ChatCertsURL())
 
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, os.Interrupt, syscall.SIGTERM)
