@@ -568,36 +568,39 @@ type roundTripperFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
-func TestCallerMayActAs(t *testing.T) {
+func TestCallerActAs(t *testing.T) {
 	hmacCaller := &caller{method: callerHMAC, trusted: true}
-	trusted := &caller{method: callerIDToken, email: "scheduler@example.iam.gserviceaccount.com", trusted: true}
-	robot := &caller{method: callerIDToken, email: "robot@example.com"}
+	trusted := &caller{method: callerIDToken, email: "scheduler@example.iam.gserviceaccount.com", sub: "5", trusted: true}
+	robot := &caller{method: callerIDToken, email: "robot@example.com", sub: "77"}
 	tests := []struct {
-		name   string
-		caller *caller
-		user   string
-		ok     bool
+		name        string
+		caller      *caller
+		user        string
+		ok          bool
+		name2, mail string // the name looked up and the email given, when ok
 	}{
-		{"HMAC caller for a user id", hmacCaller, "users/112233445566778899000", true},
-		{"HMAC caller for an email", hmacCaller, "alice@example.com", true},
-		{"trusted ID-token caller for a user id", trusted, "users/123", true},
-		{"trusted ID-token caller for an email", trusted, "alice@example.com", true},
-		{"untrusted caller as itself", robot, "robot@example.com", true},
-		{"untrusted caller as itself, other case", robot, "Robot@EXAMPLE.com", true},
-		{"untrusted caller for someone else", robot, "alice@example.com", false},
-		{"untrusted caller for a user id", robot, "users/123", false},
-		{"untrusted caller as users/<its email>", robot, "users/robot@example.com", false},
-		{"untrusted caller with a longer address", robot, "robot@example.com.evil", false},
-		{"untrusted caller with a Kelvin sign", &caller{method: callerIDToken, email: "kate@example.com"}, "\u212Aate@example.com", false},
-		{"untrusted caller for nobody", robot, "", false},
-		{"untrusted caller without an email", &caller{method: callerIDToken}, "", false},
+		{"HMAC caller for a user id", hmacCaller, "users/112233445566778899000", true, "users/112233445566778899000", ""},
+		{"HMAC caller for an email", hmacCaller, "alice@example.com", true, "alice@example.com", ""},
+		{"trusted ID-token caller for a user id", trusted, "users/123", true, "users/123", ""},
+		{"trusted ID-token caller for an email", trusted, "alice@example.com", true, "alice@example.com", ""},
+		{"untrusted caller as itself", robot, "robot@example.com", true, "users/77", "robot@example.com"},
+		{"untrusted caller as itself, other case", robot, "Robot@EXAMPLE.com", true, "users/77", "robot@example.com"},
+		{"untrusted caller as its own account", robot, "users/77", true, "users/77", "robot@example.com"},
+		{"untrusted caller for someone else", robot, "alice@example.com", false, "", ""},
+		{"untrusted caller for a user id", robot, "users/123", false, "", ""},
+		{"untrusted caller for a longer user id", robot, "users/770", false, "", ""},
+		{"untrusted caller as users/<its email>", robot, "users/robot@example.com", false, "", ""},
+		{"untrusted caller with a longer address", robot, "robot@example.com.evil", false, "", ""},
+		{"untrusted caller with a Kelvin sign", &caller{method: callerIDToken, email: "kate@example.com", sub: "8"}, "\u212Aate@example.com", false, "", ""},
+		{"untrusted caller for nobody", robot, "", false, "", ""},
+		{"untrusted caller without an email", &caller{method: callerIDToken, sub: "9"}, "", false, "", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := tt.caller.mayActAs(tt.user)
+			name, email, err := tt.caller.actAs(tt.user)
 			if tt.ok {
-				if err != nil {
-					t.Errorf("got error %v, want none", err)
+				if err != nil || name != tt.name2 || email != tt.mail {
+					t.Errorf("got %q, %q, %v; want %q, %q, no error", name, email, err, tt.name2, tt.mail)
 				}
 				return
 			}
@@ -607,8 +610,8 @@ func TestCallerMayActAs(t *testing.T) {
 			}
 		})
 	}
-	if got, want := robot.mayActAs("alice@example.com").(*Error).Message, "caller robot@example.com may act only as itself; add it to TRUSTED_CALLERS to act for others"; got != want {
-		t.Errorf("got message %q, want %q", got, want)
+	if _, _, err := robot.actAs("alice@example.com"); err.(*Error).Message != "caller robot@example.com may act only as itself; add it to TRUSTED_CALLERS to act for others" {
+		t.Errorf("got message %q", err.(*Error).Message)
 	}
 }
 

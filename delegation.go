@@ -188,7 +188,7 @@ func (s *server) lookupUser(ctx context.Context, user, email string) (*principal
 			return s.delegated(user, subject)
 		}
 	case credentialConsentFirst:
-		p, err := s.consented(ctx, user)
+		p, err := s.consented(ctx, user, email)
 		// Only a user with no record at all is delegated: a record that
 		// needs a new consent still answers for its user.
 		if errors.Is(err, errUserUnknown) && s.delegation.allows(subject) {
@@ -196,12 +196,13 @@ func (s *server) lookupUser(ctx context.Context, user, email string) (*principal
 		}
 		return p, err
 	}
-	return s.consented(ctx, user)
+	return s.consented(ctx, user, email)
 }
 
 // consented is user's stored consent, from the instance's token cache
-// when it has the user (tokens.go).
-func (s *server) consented(ctx context.Context, user string) (*principal, error) {
+// when it has the user (tokens.go). email, when not empty, is the user's
+// verified address, for the answer that asks them to consent.
+func (s *server) consented(ctx context.Context, user, email string) (*principal, error) {
 	key := user
 	if !strings.HasPrefix(user, "users/") {
 		key = strings.ToLower(user)
@@ -211,7 +212,7 @@ func (s *server) consented(ctx context.Context, user string) (*principal, error)
 		return &principal{Sub: e.sub, Email: e.email, via: credentialConsent, creds: storedConsent{s, e.sub, e.accessToken, e.expiry}}, nil
 	}
 	gen := s.tokens.generation()
-	rec, err := s.lookupConsent(ctx, user)
+	rec, err := s.lookupConsent(ctx, user, email)
 	if err != nil {
 		return nil, err
 	}

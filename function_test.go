@@ -289,13 +289,22 @@ func (s spyStore) putState(ctx context.Context, key string, st *stateRecord) err
 }
 
 func (s spyStore) updateToken(ctx context.Context, sub string, fn func(*tokenRecord) (*tokenRecord, error)) error {
-	return s.tokenStore.updateToken(ctx, sub, func(cur *tokenRecord) (*tokenRecord, error) {
+	return s.tokenStore.updateToken(ctx, sub, spyTokens(fn))
+}
+
+func (s spyStore) putConsent(ctx context.Context, sub string, fn func(*tokenRecord) (*tokenRecord, error)) error {
+	return s.tokenStore.putConsent(ctx, sub, spyTokens(fn))
+}
+
+// spyTokens records the tokens of the records fn writes.
+func spyTokens(fn func(*tokenRecord) (*tokenRecord, error)) func(*tokenRecord) (*tokenRecord, error) {
+	return func(cur *tokenRecord) (*tokenRecord, error) {
 		next, err := fn(cur)
 		if next != nil {
 			sensitive.add(next.AccessToken, next.RefreshToken)
 		}
 		return next, err
-	})
+	}
 }
 
 // testKeyset returns a new Tink keyset for a test.

@@ -1,11 +1,15 @@
 package chatauth
 
-import "time"
+import (
+	"net/url"
+	"time"
+)
 
 // Collections of DESIGN.md's data layout.
 const (
 	tokensCollection = "chatauth_tokens"
 	statesCollection = "chatauth_states"
+	emailsCollection = "chatauth_emails"
 )
 
 // Token record statuses.
@@ -28,6 +32,24 @@ type tokenRecord struct {
 	UpdatedAt     time.Time `firestore:"updatedAt" json:"updatedAt"`
 	LastRefreshAt time.Time `firestore:"lastRefreshAt" json:"lastRefreshAt"`
 	LastError     string    `firestore:"lastError" json:"lastError"`
+	// ConsentedAt is when the account last consented: set by every
+	// consent, never by a refresh. A signed request is compared with it
+	// (signedBefore, callers.go), so a replay cannot act on a consent
+	// given after it was signed. Zero on records written before it
+	// existed.
+	ConsentedAt time.Time `firestore:"consentedAt" json:"consentedAt"`
+}
+
+// emailRecord is chatauth_emails/{lowercase email}: which account the
+// email names. An email names at most one consent, the last one given with
+// it (README.md, "Identity"); the record is written in the same transaction
+// as that consent and only by a consent, so a refresh of another account's
+// record never moves it. Sub is empty once the account it named has
+// disconnected: the email then names nobody, even if an older account's
+// record still carries it.
+type emailRecord struct {
+	Sub         string    `firestore:"sub" json:"sub"`
+	ConsentedAt time.Time `firestore:"consentedAt" json:"consentedAt"`
 }
 
 // stateRecord is one pending consent: chatauth_states/{hash(state)}. The
@@ -45,4 +67,20 @@ type stateRecord struct {
 	// then goes back to ChatRedirect.
 	ChatUser     string `firestore:"chatUser,omitempty" json:"chatUser,omitempty"`
 	ChatRedirect string `firestore:"chatRedirect,omitempty" json:"chatRedirect,omitempty"`
+}
+
+// emailKey is the key of an email's record in chatauth_emails: the
+// lowercase email, with any character a Firestore document id cannot hold
+// ('/') escaped as in a URL path segment.
+func emailKey(email string) string { return url.PathEscape(email) }
+
+// soleLegacyRecord is the record an email without an email record names:
+// the only one of recs, if it has no consentedAt. A record with one was
+// written by a consent, which wrote an email record too; without that
+// email record, the account has since disconnected or moved on.
+func soleLegacyRecord(recs []*tokenRecord) *tokenRecord {
+	if len(recs) != 1 || !recs[0].ConsentedAt.IsZero() {
+		return nil
+	}
+	return recs[0]
 }

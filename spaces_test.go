@@ -544,8 +544,8 @@ func BenchmarkCreateSpaceWarm(b *testing.B) {
 	defer s.close()
 	access, refresh := g.IssueTokens(aliceSub, scopeChatCreate)
 	rec := &tokenRecord{Sub: aliceSub, Email: aliceEmail, AccessToken: access, RefreshToken: refresh,
-		Expiry: time.Now().Add(time.Hour), Status: tokenActive, Scopes: []string{scopeChatCreate}}
-	s.store.updateToken(context.Background(), aliceSub, func(*tokenRecord) (*tokenRecord, error) { return rec, nil })
+		Expiry: time.Now().Add(time.Hour), Status: tokenActive, Scopes: []string{scopeChatCreate}, ConsentedAt: time.Now().Add(-time.Hour)}
+	s.store.putConsent(context.Background(), aliceSub, func(*tokenRecord) (*tokenRecord, error) { return rec, nil })
 	inst := &instance{log: s.log}
 	inst.srv.Store(s)
 	h := inst.handler(function{"CreateSpace", (*server).handleCreateSpace, false})
