@@ -505,11 +505,12 @@ func (c *caller) actAs(user string) (name, email string, err error) {
 // signedBefore refuses to act on a consent given after c's credential was
 // made: within its window a credential can be replayed, and its signer
 // cannot have meant a consent that did not exist yet. Times compare in
-// whole seconds, the signature's precision; a consent in the same second
-// as the signature counts as later. A record from before consentedAt was
-// kept passes. what names the act, for the message.
+// whole seconds, the signature's precision: a consent in a later second
+// than the signature's is refused; one in the same second may have come
+// first, and passes. A record from before consentedAt was kept passes.
+// what names the act, for the message.
 func (c *caller) signedBefore(rec *tokenRecord, what string) error {
-	if rec.ConsentedAt.IsZero() || rec.ConsentedAt.Unix() < c.signedAt.Unix() {
+	if rec.ConsentedAt.Unix() <= c.signedAt.Unix() {
 		return nil
 	}
 	name := rec.Email
@@ -532,8 +533,8 @@ func (c *caller) signedBefore(rec *tokenRecord, what string) error {
 func (c *caller) requestID() string {
 	h := sha256.New()
 	h.Write([]byte("chatauth request id\x00" + c.method + "\x00"))
+	h.Write([]byte{byte(len(c.proof) >> 8), byte(len(c.proof))})
 	h.Write(c.proof)
-	h.Write([]byte{0})
 	h.Write(c.body)
 	return "chatauth-" + hex.EncodeToString(h.Sum(nil)[:20])
 }

@@ -159,7 +159,12 @@ func TestCallerAuthHMAC(t *testing.T) {
 				if err != nil {
 					t.Fatalf("got error %v, want none", err)
 				}
-				if diff := cmp.Diff(&caller{method: callerHMAC, trusted: true}, c, cmp.AllowUnexported(caller{})); diff != "" {
+				if c.signedAt.IsZero() || len(c.proof) != sha256.Size || string(c.body) != sent {
+					t.Errorf("caller: signed at %v, proof of %d bytes, body %q; want the signature's time, its MAC and the body", c.signedAt, len(c.proof), c.body)
+				}
+				got := *c
+				got.signedAt, got.proof, got.body = time.Time{}, nil, nil
+				if diff := cmp.Diff(&caller{method: callerHMAC, trusted: true}, &got, cmp.AllowUnexported(caller{})); diff != "" {
 					t.Errorf("caller (-want +got):\n%s", diff)
 				}
 				return
@@ -383,6 +388,8 @@ func TestCallerAuthIDToken(t *testing.T) {
 	now := time.Now()
 	mint := func(edit map[string]any) string { return g.MintIDToken(callerClaims(now, edit)) }
 	good := mint(nil)
+	robotCaller := &caller{method: callerIDToken, email: "robot@example.com", sub: "112233445566778899001",
+		signedAt: time.Unix(now.Unix(), 0), proof: []byte("112233445566778899001." + fmt.Sprint(now.Unix())), body: []byte(callerBody)}
 
 	pubDER, err := x509.MarshalPKIXPublicKey(g.PublicKey())
 	if err != nil {
@@ -406,12 +413,20 @@ func TestCallerAuthIDToken(t *testing.T) {
 		wantStatus string  // default UNAUTHENTICATED
 		wantErr    string  // substring of the message
 	}{
-		{name: "valid", authz: "Bearer " + good, want: &caller{method: callerIDToken, email: "robot@example.com"}},
-		{name: "second audience", authz: "Bearer " + mint(map[string]any{"aud": callerAudience2}), want: &caller{method: callerIDToken, email: "robot@example.com"}},
-		{name: "trusted caller", authz: "Bearer " + mint(map[string]any{"email": "Scheduler@Example.iam.gserviceaccount.com"}), want: &caller{method: callerIDToken, email: "scheduler@example.iam.gserviceaccount.com", trusted: true}},
-		{name: "scheme in lowercase", authz: "bearer " + good, want: &caller{method: callerIDToken, email: "robot@example.com"}},
-		{name: "issuer without https", authz: "Bearer " + mint(map[string]any{"iss": "accounts.google.com"}), want: &caller{method: callerIDToken, email: "robot@example.com"}},
-		{name: "email_verified as a string", authz: "Bearer " + mint(map[string]any{"email_verified": "true"}), want: &caller{method: callerIDToken, email: "robot@example.com"}},
+		{name: "valid", authz: "Bearer " + good, want: robotCaller},
+		{name: "second audience", authz: "Bearer " + mint(map[string]any{"aud": callerAudience2}), want: robotCaller},
+		{name: "trusted caller", authz: "Bearer " + mint(map[string]any{"email": "Scheduler@Example.iam.gserviceaccount.com"}), want: &caller{method: callerIDToken, email: "scheduler@example.iam.gserviceaccount.com", trusted: true,
+			sub: robotCaller.sub, signedAt: robotCaller.signedAt, proof: robotCaller.proof, body: robotCaller.body}},
+		{name: "scheme in lowercase", authz: "bearer " + good, want: robotCaller},
+		{name: "issuer without https", authz: "Bearer " + mint(map[string]any{"iss": "accounts.google.com"}), want: robotCaller},
+		{name: "email_verified as a string", authz: "Bearer " + mint(map[string]any{"email_verified": "true"}), want: robotCaller},
+		{name: "issued a minute ahead", authz: "Bearer " + mint(map[string]any{"iat": now.Add(time.Minute).Unix()}), want: &caller{method: callerIDToken, email: "robot@example.com",
+			sub: robotCaller.sub, signedAt: time.Unix(now.Add(time.Minute).Unix(), 0), proof: []byte(robotCaller.sub + "." + fmt.Sprint(now.Add(time.Minute).Unix())), body: robotCaller.body}},
+
+		{name: "no sub", authz: "Bearer " + mint(map[string]any{"sub": nil}), wantErr: "names no Google account"},
+		{name: "sub not an account id", authz: "Bearer " + mint(map[string]any{"sub": "robot@example.com"}), wantErr: "names no Google account"},
+		{name: "no iat", authz: "Bearer " + mint(map[string]any{"iat": nil}), wantErr: "no issue time"},
+		{name: "issued an hour ahead", authz: "Bearer " + mint(map[string]any{"iat": now.Add(time.Hour).Unix(), "exp": now.Add(2 * time.Hour).Unix()}), wantErr: "issued more than 300 seconds from now"},
 
 		{name: "wrong audience", authz: "Bearer " + mint(map[string]any{"aud": "https://evil.example.com/CreateSpace"}), wantErr: "audience is not accepted"},
 		{name: "OAuth client id as audience", authz: "Bearer " + mint(map[string]any{"aud": fakegoogle.DefaultClientID}), wantErr: "audience is not accepted"},

@@ -416,7 +416,7 @@ func TestOpenAPI(t *testing.T) {
 
 	idToken := func(email string) string {
 		return "Bearer " + e.google.MintIDToken(map[string]any{
-			"iss": "https://accounts.google.com", "aud": audience, "sub": "4242", "email": email,
+			"iss": "https://accounts.google.com", "aud": audience, "sub": subOf(email), "email": email,
 			"email_verified": true, "iat": time.Now().Unix(), "exp": time.Now().Add(time.Hour).Unix(),
 		})
 	}
@@ -526,7 +526,9 @@ func TestOpenAPI(t *testing.T) {
 		{name: "GET", path: "/CreateSpace", method: http.MethodGet, code: 405},
 		{name: "a taken name", path: "/CreateSpace", body: `{"user":"alice@example.com","displayName":"Taken"}`,
 			setup: func(t *testing.T) {
-				b := `{"user":"alice@example.com","displayName":"Taken"}`
+				// Its own requestId: the same signed bytes would be the same
+				// request, answered with the same space.
+				b := `{"user":"alice@example.com","displayName":"Taken","requestId":"oa-taken-first"}`
 				if code, resp := e.signed("CreateSpace", b); code != 200 {
 					t.Fatalf("first Taken: %d %s", code, resp)
 				}
