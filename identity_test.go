@@ -1,6 +1,7 @@
 package chatauth
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -359,5 +360,45 @@ func TestDerivedRequestIDUnique(t *testing.T) {
 	}
 	if _, err := url.Parse("http://x/?requestId=" + base.requestID()); err != nil {
 		t.Error(err)
+	}
+}
+
+// consentDuringDelete is a store on which the user consents again just
+// before a Disconnect deletes the record, as a consent on another instance
+// could.
+type consentDuringDelete struct {
+	tokenStore
+	at time.Time
+}
+
+func (s consentDuringDelete) deleteToken(ctx context.Context, sub string, check func(*tokenRecord) error) error {
+	err := s.tokenStore.putConsent(ctx, sub, func(cur *tokenRecord) (*tokenRecord, error) {
+		next := *cur
+		next.RefreshToken, next.ConsentedAt = "1//consented-meanwhile", s.at
+		return &next, nil
+	})
+	if err != nil {
+		return err
+	}
+	return s.tokenStore.deleteToken(ctx, sub, check)
+}
+
+// TestDisconnectSparesConsentGivenMeanwhile: a consent stored while a
+// Disconnect signed before it is being served is not deleted.
+func TestDisconnectSparesConsentGivenMeanwhile(t *testing.T) {
+	for _, kind := range storeKinds {
+		t.Run(kind, func(t *testing.T) {
+			e := newTestEnv(t, kind)
+			e.connect()
+			inner := e.srv.store
+			e.srv.store = consentDuringDelete{tokenStore: inner, at: e.clock.Now().Add(2 * time.Second)}
+			code, body := e.signed("Disconnect", `{"user":"alice@example.com"}`)
+			checkJSONBody(t, body, 409, statusAlreadyExists)
+			e.srv.store = inner
+			if got := e.storedToken(aliceSub); code != 409 || got == nil || got.RefreshToken != "1//consented-meanwhile" {
+				t.Errorf("got %d, record %v; want 409 and the consent given meanwhile kept", code, got)
+			}
+			wantEmailNames(t, inner, aliceEmail, aliceSub, "after the refused Disconnect")
+		})
 	}
 }
