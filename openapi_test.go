@@ -574,6 +574,10 @@ func TestOpenAPI(t *testing.T) {
 		{name: "revocation fails", path: "/Disconnect", body: `{"user":"alice@example.com"}`, setup: func(*testing.T) { e.google.FailRevoke(500, 1) }, code: 502},
 		{name: "Secret Manager down at cold start", path: "/Disconnect", body: `{"user":"alice@example.com"}`, setup: secretManagerDown, code: 503},
 		{name: "revocation hangs", path: "/Disconnect", body: `{"user":"alice@example.com"}`, setup: hangingRevoke, code: 504},
+		{name: "signed before the latest consent", path: "/Disconnect", body: `{"user":"alice@example.com"}`, setup: func(*testing.T) { e.connect() },
+			auth: func(body string) map[string]string {
+				return map[string]string{"X-Signature": signBody(testWebhookSecret, e.clock.Now().Add(-2*time.Second), []byte(body))}
+			}, validRequest: yes, code: 409},
 		{name: "alice", path: "/Disconnect", body: `{"user":"alice@example.com"}`, validRequest: yes, code: 200},
 	}
 
