@@ -191,7 +191,7 @@ func (c *tokenCipher) decryptRecord(sub string, rec *tokenRecord) (*tokenRecord,
 // called); deleteToken still removes it.
 //
 // The embedded store serves the methods that carry no token (states,
-// close). A method added to tokenStore is served by it too,
+// deleteToken, whose check sees no token, and close). A method added to tokenStore is served by it too,
 // unencrypted, unless overridden here: TestStoreWrappersCoverTokenStore
 // fails until that choice is made.
 type encryptedStore struct {
@@ -246,20 +246,6 @@ func (s *encryptedStore) sealing(sub string, fn func(cur *tokenRecord) (*tokenRe
 		}
 		return s.c.encryptRecord(sub, next)
 	}
-}
-
-// deleteToken decrypts nothing, so that a record the keyset cannot open
-// can still be removed: check sees the record with its token fields
-// empty.
-func (s *encryptedStore) deleteToken(ctx context.Context, sub string, check func(cur *tokenRecord) error) error {
-	if check == nil {
-		return s.tokenStore.deleteToken(ctx, sub, nil)
-	}
-	return s.tokenStore.deleteToken(ctx, sub, func(stored *tokenRecord) error {
-		cur := *stored
-		cur.RefreshToken, cur.AccessToken = "", ""
-		return check(&cur)
-	})
 }
 
 // GenerateKeyset returns a new cleartext Tink keyset (JSON) for

@@ -293,7 +293,7 @@ func TestStoreWrappersCoverTokenStore(t *testing.T) {
 		"tokenByEmail": {"decrypts", "reads"},
 		"updateToken":  {"decrypts and encrypts", "writes a token: forgets"},
 		"putConsent":   {"decrypts and encrypts", "writes a token and an email: forgets both"},
-		"deleteToken":  {"no token: blanks them for check", "writes a token: forgets"},
+		"deleteToken":  {"no token (check sees none)", "writes a token: forgets"},
 		"putState":     {"no token", "no token"},
 		"consumeState": {"no token", "no token"},
 		"close":        {"no token", "no token"},

@@ -285,10 +285,8 @@ func (s *localStore) deleteToken(ctx context.Context, sub string, check func(cur
 		if err != nil || cur == nil {
 			return err
 		}
-		if check != nil {
-			if err := check(cur); err != nil {
-				return err
-			}
+		if err := checkDelete(check, cur); err != nil {
+			return err
 		}
 		alias, err := getLocalEmail(tx, cur.Email)
 		if err != nil {

@@ -69,6 +69,18 @@ type stateRecord struct {
 	ChatRedirect string `firestore:"chatRedirect,omitempty" json:"chatRedirect,omitempty"`
 }
 
+// checkDelete runs deleteToken's check, if any, on the record without its
+// tokens: the check decides by the record's times and names, and need not
+// (and, through encryptedStore, could not) read a token.
+func checkDelete(check func(*tokenRecord) error, cur *tokenRecord) error {
+	if check == nil {
+		return nil
+	}
+	c := *cur
+	c.RefreshToken, c.AccessToken = "", ""
+	return check(&c)
+}
+
 // emailKey is the key of an email's record in chatauth_emails: the
 // lowercase email, with any character a Firestore document id cannot hold
 // ('/') escaped as in a URL path segment.

@@ -261,10 +261,8 @@ func (s *firestoreStore) deleteToken(ctx context.Context, sub string, check func
 		if err != nil {
 			return err
 		}
-		if check != nil {
-			if err := check(cur); err != nil {
-				return err
-			}
+		if err := checkDelete(check, cur); err != nil {
+			return err
 		}
 		aliasDoc := s.client.Collection(emailsCollection).Doc(emailKey(cur.Email))
 		var alias emailRecord

@@ -247,8 +247,8 @@ func testDeleteChecked(t *testing.T, s tokenStore) {
 	if !errors.Is(err, refused) {
 		t.Errorf("deleteToken with a refusing check: got %v, want it to wrap %v", err, refused)
 	}
-	if saw == nil || saw.Sub != "303" || saw.Email != "f@example.com" || !saw.ConsentedAt.Equal(sampleTime) {
-		t.Errorf("check saw %+v, want the stored record of 303", saw)
+	if saw == nil || saw.Sub != "303" || saw.Email != "f@example.com" || !saw.ConsentedAt.Equal(sampleTime) || saw.RefreshToken != "" || saw.AccessToken != "" {
+		t.Errorf("check saw %+v, want the stored record of 303 without its tokens", saw)
 	}
 	wantEmailNames(t, s, "f@example.com", "303", "after a refused delete")
 	if err := s.deleteToken(ctx, "303", func(*tokenRecord) error { return nil }); err != nil {
