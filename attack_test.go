@@ -1221,6 +1221,12 @@ func identityAttacks() []attackCase {
 				}
 			}
 		}, 200, "", mayRevoke},
+		{"CreateSpace signed before the address moved, replayed after", func(a *attackEnv) (*http.Request, func(a *attackEnv)) {
+			req := a.signedReq("CreateSpace", `{"user":"alice@example.com","displayName":"Meant for alice"}`)
+			a.clock.Advance(2 * time.Second)
+			moveAddress(a)
+			return req, nil
+		}, 409, statusAlreadyExists, 0},
 		{"replayed GROUP_CHAT without requestId", replayed(groupChat, nil), 200, "", mayChat},
 		{"replayed GROUP_CHAT, the MAC in capitals", replayed(groupChat, upperMAC), 200, "", mayChat},
 		{"replayed GROUP_CHAT, an unknown field added to X-Signature", replayed(groupChat, func(sig string) string { return sig + ",v9=00" }), 200, "", mayChat},

@@ -525,6 +525,21 @@ func (c *caller) signedBefore(rec *tokenRecord, what string) error {
 		name, rec.ConsentedAt.UTC().Format(time.RFC3339), c.signedAt.UTC().Format(time.RFC3339), what, fresh)
 }
 
+// emailNamedBefore refuses to act for an email that came to name its
+// account (since, emailRecord.Since) after an X-Signature was made: the
+// signer meant the account the email named then, and a replay must not
+// act as the account that took the address since. Times compare as in
+// signedBefore. An ID token is not bound to a body, so a holder may send
+// any request with it, and a caller's library reuses one for up to an
+// hour: for it the check would refuse good requests and stop no one.
+func (c *caller) emailNamedBefore(email string, since time.Time) error {
+	if c.method != callerHMAC || since.Unix() <= c.signedAt.Unix() {
+		return nil
+	}
+	return errorf(statusAlreadyExists, "%s was connected by another Google account at %s, after this request was signed (%s), so the request meant the account it named before; if it is still wanted, sign a new request (and check the caller's clock)",
+		email, since.UTC().Format(time.RFC3339), c.signedAt.UTC().Format(time.RFC3339))
+}
+
 // requestID is the Chat requestId of a CreateSpace that names none: a
 // hash of the credential and the raw body, so that the same signed bytes
 // always mean the same space, a retry or a replay of them included, and

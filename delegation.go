@@ -142,6 +142,9 @@ type principal struct {
 	Email string
 	via   string // credentialConsent or credentialDelegation
 	creds credentials
+	// emailSince is, for a consent found by email, when the email came to
+	// name this account (emailRecord.Since); zero otherwise.
+	emailSince time.Time
 }
 
 // credentials give a Chat call its access token. Their rule: accessToken
@@ -209,7 +212,7 @@ func (s *server) consented(ctx context.Context, user, email string) (*principal,
 	}
 	now := s.now()
 	if e, ok := s.tokens.get(key, now); ok {
-		return &principal{Sub: e.sub, Email: e.email, via: credentialConsent, creds: storedConsent{s, e.sub, e.accessToken, e.expiry}}, nil
+		return &principal{Sub: e.sub, Email: e.email, via: credentialConsent, creds: storedConsent{s, e.sub, e.accessToken, e.expiry}, emailSince: e.emailSince}, nil
 	}
 	gen := s.tokens.generation()
 	rec, err := s.lookupConsent(ctx, user, email)
@@ -217,7 +220,7 @@ func (s *server) consented(ctx context.Context, user, email string) (*principal,
 		return nil, err
 	}
 	s.tokens.put(key, gen, rec, now)
-	return &principal{Sub: rec.Sub, Email: rec.Email, via: credentialConsent, creds: storedConsent{s, rec.Sub, rec.AccessToken, rec.Expiry}}, nil
+	return &principal{Sub: rec.Sub, Email: rec.Email, via: credentialConsent, creds: storedConsent{s, rec.Sub, rec.AccessToken, rec.Expiry}, emailSince: rec.EmailSince}, nil
 }
 
 // delegated is subject acted for through delegation, if the allow-list

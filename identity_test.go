@@ -72,10 +72,22 @@ func TestEmailMovesBetweenAccounts(t *testing.T) {
 				t.Fatalf("before the move: created by %q (%d %s), want alice's account", by, code, body)
 			}
 
+			captured := `{"user":"alice@example.com","displayName":"Signed before the move"}`
+			capturedSig := map[string]string{"X-Signature": signBody(testWebhookSecret, e.clock.Now(), []byte(captured))}
+
+			e.clock.Advance(2 * time.Second)
 			e.moveAliceAddress()
 			e.consentAs(aliceEmail)
 			if got := e.storedToken(bobSub); got == nil || got.Email != aliceEmail || got.ConsentedAt.IsZero() {
 				t.Fatalf("the new account's record: %+v", got)
+			}
+			// A request signed while the address named alice's account does
+			// not act as the account that took it since.
+			calls := e.google.TotalChatCalls()
+			code, body, _ := e.post("CreateSpace", captured, capturedSig)
+			checkJSONBody(t, body, 409, statusAlreadyExists)
+			if code != 409 || e.google.TotalChatCalls() != calls {
+				t.Errorf("a request signed before the move: %d %s, %d Chat calls; want 409 and none", code, body, e.google.TotalChatCalls()-calls)
 			}
 			// On this instance at once, whatever the cache held.
 			if by, code, body := e.createdBy(aliceEmail, "After the move"); by != bobSub {
@@ -99,7 +111,7 @@ func TestEmailMovesBetweenAccounts(t *testing.T) {
 			}
 
 			// Disconnect by address ends the newer account only.
-			code, body := e.signed("Disconnect", `{"user":"alice@example.com"}`)
+			code, body = e.signed("Disconnect", `{"user":"alice@example.com"}`)
 			if code != 200 {
 				t.Fatalf("Disconnect: %d %s", code, body)
 			}

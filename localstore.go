@@ -185,8 +185,12 @@ func (s *localStore) tokenByEmail(ctx context.Context, email string) (*tokenReco
 		if alias.Sub == "" {
 			return nil
 		}
-		if rec, err = getLocalToken(tx, alias.Sub); err == nil && rec != nil && rec.Email != email {
-			rec = nil // the account consented since with another address
+		if rec, err = getLocalToken(tx, alias.Sub); err == nil && rec != nil {
+			if rec.Email != email {
+				rec = nil // the account consented since with another address
+			} else {
+				rec.EmailSince = alias.Since
+			}
 		}
 		return err
 	})
@@ -269,7 +273,11 @@ func (s *localStore) writeToken(sub string, fn func(cur *tokenRecord) (*tokenRec
 			return err
 		}
 		if consent {
-			if err := putLocalEmail(tx, next.Email, &emailRecord{Sub: sub, ConsentedAt: next.ConsentedAt}); err != nil {
+			prev, err := getLocalEmail(tx, next.Email)
+			if err != nil {
+				return err
+			}
+			if err := putLocalEmail(tx, next.Email, nextEmailRecord(prev, sub, next.ConsentedAt)); err != nil {
 				return err
 			}
 		}
@@ -298,7 +306,7 @@ func (s *localStore) deleteToken(ctx context.Context, sub string, check func(cur
 			alias = &emailRecord{Sub: sub}
 		}
 		if alias.Sub == sub {
-			if err := putLocalEmail(tx, cur.Email, &emailRecord{ConsentedAt: alias.ConsentedAt}); err != nil {
+			if err := putLocalEmail(tx, cur.Email, emptiedEmailRecord(alias)); err != nil {
 				return err
 			}
 		}

@@ -38,6 +38,10 @@ type tokenRecord struct {
 	// given after it was signed. Zero on records written before it
 	// existed.
 	ConsentedAt time.Time `firestore:"consentedAt" json:"consentedAt"`
+
+	// EmailSince is not stored in the record: tokenByEmail sets it to when
+	// the email it was found by came to name this account (emailRecord).
+	EmailSince time.Time `firestore:"-" json:"-"`
 }
 
 // emailRecord is chatauth_emails/{lowercase email}: which account the
@@ -46,10 +50,38 @@ type tokenRecord struct {
 // as that consent and only by a consent, so a refresh of another account's
 // record never moves it. Sub is empty once the account it named has
 // disconnected: the email then names nobody, even if an older account's
-// record still carries it.
+// record still carries it; Former keeps who that was.
 type emailRecord struct {
 	Sub         string    `firestore:"sub" json:"sub"`
 	ConsentedAt time.Time `firestore:"consentedAt" json:"consentedAt"`
+	// Since is when the email came to name Sub from naming another
+	// account (or from naming nobody after another account disconnected);
+	// zero when Sub is the first account it named. A consent by the
+	// account it already names keeps it.
+	Since  time.Time `firestore:"since" json:"since"`
+	Former string    `firestore:"former,omitempty" json:"former,omitempty"`
+}
+
+// nextEmailRecord is the email record a consent by sub at consentedAt
+// writes over prev (nil when the email had none).
+func nextEmailRecord(prev *emailRecord, sub string, consentedAt time.Time) *emailRecord {
+	next := &emailRecord{Sub: sub, ConsentedAt: consentedAt}
+	switch {
+	case prev == nil:
+		// The first account the email names: no request can have meant
+		// another.
+	case prev.Sub == sub || prev.Sub == "" && prev.Former == sub:
+		next.Since = prev.Since
+	default:
+		next.Since = consentedAt
+	}
+	return next
+}
+
+// emptiedEmailRecord is the email record that leaves it naming nobody,
+// once prev's account has disconnected.
+func emptiedEmailRecord(prev *emailRecord) *emailRecord {
+	return &emailRecord{ConsentedAt: prev.ConsentedAt, Since: prev.Since, Former: prev.Sub}
 }
 
 // stateRecord is one pending consent: chatauth_states/{hash(state)}. The

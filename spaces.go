@@ -100,6 +100,11 @@ func (s *server) handleCreateSpace(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
+	if !strings.HasPrefix(user, "users/") {
+		if err := c.emailNamedBefore(strings.ToLower(user), p.emailSince); err != nil {
+			return err
+		}
+	}
 	if req.RequestID == "" {
 		// Derived from the signed request, so that the same signed bytes
 		// mean the same space: Chat answers a requestId it has seen from

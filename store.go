@@ -163,6 +163,7 @@ func (s *firestoreStore) tokenByEmail(ctx context.Context, email string) (*token
 		// The account consented since with another address.
 		return nil, fmt.Errorf("store: find token by email: %w", errNotFound)
 	}
+	rec.EmailSince = alias.Since
 	return rec, nil
 }
 
@@ -234,7 +235,12 @@ func (s *firestoreStore) writeToken(ctx context.Context, sub string, fn func(cur
 			return err
 		}
 		if consent {
-			if err := tx.Set(s.client.Collection(emailsCollection).Doc(emailKey(next.Email)), &emailRecord{Sub: sub, ConsentedAt: next.ConsentedAt}); err != nil {
+			aliasDoc := s.client.Collection(emailsCollection).Doc(emailKey(next.Email))
+			prev, err := txEmail(tx, aliasDoc)
+			if err != nil {
+				return err
+			}
+			if err := tx.Set(aliasDoc, nextEmailRecord(prev, sub, next.ConsentedAt)); err != nil {
 				return err
 			}
 		}
@@ -265,22 +271,17 @@ func (s *firestoreStore) deleteToken(ctx context.Context, sub string, check func
 			return err
 		}
 		aliasDoc := s.client.Collection(emailsCollection).Doc(emailKey(cur.Email))
-		var alias emailRecord
-		asnap, err := tx.Get(aliasDoc)
-		switch {
-		case status.Code(err) == codes.NotFound:
+		alias, err := txEmail(tx, aliasDoc)
+		if err != nil {
+			return err
+		}
+		if alias == nil {
 			// A record from before email records: the email must still
 			// name nobody afterwards, whatever other record carries it.
-			alias.Sub = sub
-		case err != nil:
-			return err
-		default:
-			if err := asnap.DataTo(&alias); err != nil {
-				return fmt.Errorf("decode email record: %w", err)
-			}
+			alias = &emailRecord{Sub: sub}
 		}
 		if alias.Sub == sub {
-			if err := tx.Set(aliasDoc, &emailRecord{ConsentedAt: alias.ConsentedAt}); err != nil {
+			if err := tx.Set(aliasDoc, emptiedEmailRecord(alias)); err != nil {
 				return err
 			}
 		}
@@ -290,6 +291,22 @@ func (s *firestoreStore) deleteToken(ctx context.Context, sub string, check func
 		return fmt.Errorf("store: delete token %s: %w", sub, opErr(ctx, err))
 	}
 	return nil
+}
+
+// txEmail reads an email record in tx, or nil when there is none.
+func txEmail(tx *firestore.Transaction, doc *firestore.DocumentRef) (*emailRecord, error) {
+	snap, err := tx.Get(doc)
+	if status.Code(err) == codes.NotFound {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var alias emailRecord
+	if err := snap.DataTo(&alias); err != nil {
+		return nil, fmt.Errorf("decode email record: %w", err)
+	}
+	return &alias, nil
 }
 
 func (s *firestoreStore) close() error { return s.client.Close() }

@@ -204,6 +204,42 @@ func testLookupByEmail(t *testing.T, s tokenStore) {
 	wantEmailNames(t, s, "c@example.com", "555", "after 444, which the email no longer named, disconnected")
 	wantEmailNames(t, s, "d@example.com", "666", "another email")
 
+	// EmailSince: when the email came to name its account. A consent by
+	// that account keeps it; one by another account, or after a Disconnect
+	// by another account, starts it again.
+	since := func(email string) time.Time {
+		t.Helper()
+		got, err := s.tokenByEmail(ctx, email)
+		if err != nil {
+			t.Fatalf("tokenByEmail(%s): %v", email, err)
+		}
+		return got.EmailSince
+	}
+	if got := since("d@example.com"); !got.IsZero() {
+		t.Errorf("d@ names the first account it named since %v, want no time", got)
+	}
+	if got, want := since("c@example.com"), sampleTime.Add(time.Minute); !got.Equal(want) {
+		t.Errorf("c@ names 555 since %v, want %v (its consent after 444's)", got, want)
+	}
+	consent(t, s, sampleToken("555", "c@example.com"), sampleTime.Add(3*time.Hour))
+	if got, want := since("c@example.com"), sampleTime.Add(time.Minute); !got.Equal(want) {
+		t.Errorf("after 555 consented again: since %v, want %v (kept)", got, want)
+	}
+	if err := s.deleteToken(ctx, "555", nil); err != nil {
+		t.Fatal(err)
+	}
+	consent(t, s, sampleToken("555", "c@example.com"), sampleTime.Add(4*time.Hour))
+	if got, want := since("c@example.com"), sampleTime.Add(time.Minute); !got.Equal(want) {
+		t.Errorf("after 555 disconnected and consented again: since %v, want %v (kept)", got, want)
+	}
+	if err := s.deleteToken(ctx, "555", nil); err != nil {
+		t.Fatal(err)
+	}
+	consent(t, s, sampleToken("444", "c@example.com"), sampleTime.Add(5*time.Hour))
+	if got, want := since("c@example.com"), sampleTime.Add(5*time.Hour); !got.Equal(want) {
+		t.Errorf("after 444 took c@ back: since %v, want %v", got, want)
+	}
+
 	// An account that consents with another address leaves the old one
 	// naming nobody; the address is lowercase and may hold a '/'.
 	consent(t, s, sampleToken("666", "d/2@example.com"), sampleTime.Add(2*time.Hour))

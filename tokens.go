@@ -222,6 +222,7 @@ type cachedToken struct {
 	sub, email, accessToken string
 	expiry                  time.Time // the access token's
 	until                   time.Time // the entry's
+	emailSince              time.Time // for an entry by email: tokenRecord.EmailSince
 }
 
 // newTokenCache returns a cache with the bound ttl, or nil (off) for a
@@ -273,7 +274,7 @@ func (c *tokenCache) put(user string, gen uint64, rec *tokenRecord, now time.Tim
 	if len(c.entries) >= tokenCacheMax {
 		clear(c.entries)
 	}
-	c.entries[user] = cachedToken{sub: rec.Sub, email: rec.Email, accessToken: rec.AccessToken, expiry: rec.Expiry, until: now.Add(c.ttl)}
+	c.entries[user] = cachedToken{sub: rec.Sub, email: rec.Email, accessToken: rec.AccessToken, expiry: rec.Expiry, until: now.Add(c.ttl), emailSince: rec.EmailSince}
 }
 
 // forget drops every entry of sub, and the entry of the name email (an
