@@ -77,14 +77,15 @@ func init() {
 // so the email names the last account that consented with it. updateToken
 // (a refresh, needs_reauth) never changes what an email names.
 // tokenByEmail returns the record the email names, and only while that
-// record still carries the email; an email that names nobody is
-// errNotFound. (An email no consent has named since email records exist
-// names the one record that carries it and has no consentedAt, if
-// exactly one does: the records kept from before.) deleteToken removes sub's record, after check (when not
-// nil) accepts it, and in the same transaction leaves its email naming
-// nobody if it still named sub; check sees the record without its tokens,
-// and its error is returned with nothing deleted. A missing record is not
-// an error for deleteToken, and check is not called.
+// record still carries the email, with EmailSince set (emailRecord.Since);
+// an email that names nobody is errNotFound. (An email that no consent
+// has named since email records exist names the one record that carries
+// it and has no consentedAt, if exactly one does: records kept from
+// before.) deleteToken removes sub's record, after check (when not nil)
+// accepts it, and in the same transaction leaves its email naming nobody
+// if it still named sub; check sees the record without its tokens, and its
+// error is returned with nothing deleted. A missing record is not an
+// error for deleteToken, and check is not called.
 type tokenStore interface {
 	putState(ctx context.Context, key string, st *stateRecord) error
 	consumeState(ctx context.Context, key string) (*stateRecord, error)
