@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -411,6 +412,55 @@ func TestDisconnectSparesConsentGivenMeanwhile(t *testing.T) {
 				t.Errorf("got %d, record %v; want 409 and the consent given meanwhile kept", code, got)
 			}
 			wantEmailNames(t, inner, aliceEmail, aliceSub, "after the refused Disconnect")
+		})
+	}
+}
+
+// TestConcurrentConsentsOneAddress: two accounts consenting with one
+// address at once, through the server's whole store (encryption, token
+// cache), leave the address naming exactly one of them, and CreateSpace
+// by address acts as that one, on both stores.
+func TestConcurrentConsentsOneAddress(t *testing.T) {
+	for _, kind := range storeKinds {
+		t.Run(kind, func(t *testing.T) {
+			e := newTestEnv(t, kind)
+			e.connect()
+			longBound(e.srv.store)
+			e.google.AddUser(fakegoogle.User{Sub: bobSub, Email: aliceEmail, EmailVerified: true})
+			// Served once, so the instance's cache holds alice@.
+			if by, code, body := e.createdBy(aliceEmail, "Before"); by != aliceSub {
+				t.Fatalf("before: %q %d %s", by, code, body)
+			}
+			e.clock.Advance(2 * time.Second)
+			var wg sync.WaitGroup
+			for _, sub := range []string{aliceSub, bobSub} {
+				access, refresh := e.google.IssueTokens(sub, scopeChatCreate)
+				now := e.clock.Now()
+				rec := &tokenRecord{Sub: sub, Email: aliceEmail, AccessToken: access, RefreshToken: refresh, Expiry: now.Add(time.Hour),
+					Scopes: []string{scopeChatCreate}, Status: tokenActive, CreatedAt: now, UpdatedAt: now, ConsentedAt: now}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if err := e.srv.store.putConsent(context.Background(), sub, func(*tokenRecord) (*tokenRecord, error) { return rec, nil }); err != nil {
+						t.Errorf("putConsent(%s): %v", sub, err)
+					}
+				}()
+			}
+			wg.Wait()
+			named, err := e.srv.store.tokenByEmail(context.Background(), aliceEmail)
+			if err != nil || (named.Sub != aliceSub && named.Sub != bobSub) {
+				t.Fatalf("tokenByEmail after concurrent consents: %v, %v", named, err)
+			}
+			for i := range 3 {
+				if by, code, body := e.createdBy(aliceEmail, fmt.Sprint("After ", i)); by != named.Sub {
+					t.Errorf("create %d by address: created by %q (%d %s), want %s, whom the address names", i, by, code, body, named.Sub)
+				}
+			}
+			for _, sub := range []string{aliceSub, bobSub} {
+				if by, code, body := e.createdBy("users/"+sub, "By id "+sub); by != sub {
+					t.Errorf("create by users/%s: created by %q (%d %s)", sub, by, code, body)
+				}
+			}
 		})
 	}
 }
