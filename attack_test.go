@@ -407,6 +407,15 @@ func TestAttacks(t *testing.T) {
 			})
 		}
 	})
+	t.Run("identity and replay", func(t *testing.T) {
+		for _, tc := range identityAttacks() {
+			t.Run(tc.name, func(t *testing.T) {
+				a := newAttackEnv(t)
+				a.connectVictim()
+				runAttack(t, a, tc)
+			})
+		}
+	})
 	a := newAttackEnv(t)
 	a.connectVictim()
 	for _, group := range []struct {
@@ -423,7 +432,7 @@ func TestAttacks(t *testing.T) {
 			}
 		})
 	}
-	total := len(oauthAttacks()) + len(callerAttacks()) + len(inputAttacks()) + len(chatAttacks())
+	total := len(oauthAttacks()) + len(callerAttacks()) + len(inputAttacks()) + len(chatAttacks()) + len(identityAttacks())
 	if total < 60 {
 		t.Errorf("the table has %d rows, want at least 60", total)
 	}
@@ -1212,5 +1221,173 @@ func testChatRedirects(t *testing.T, a *attackEnv) {
 				t.Errorf("redirected to %q", l)
 			}
 		})
+	}
+}
+
+// identityAttacks attack identity and replay (README.md, "Identity" and
+// "Replays"). Each row gets a fresh environment with alice connected, and
+// sets its own scene: an address moved between accounts, a captured
+// request replayed after a new consent.
+func identityAttacks() []attackCase {
+	const newAccount = "104857600000000000099"
+	// token is an ID token for sub with alice's address, issued at iat.
+	token := func(a *attackEnv, sub string, iat time.Time) string {
+		return a.idToken(aliceEmail, map[string]any{"sub": sub, "iat": iat.Unix(), "exp": iat.Add(time.Hour).Unix()})
+	}
+	// reconsent lets alice connect again two seconds on, so a request
+	// captured before is still inside its window but signed before the
+	// consent.
+	reconsent := func(a *attackEnv) {
+		a.t.Helper()
+		a.clock.Advance(2 * time.Second)
+		a.connectVictim()
+	}
+	// moveAddress gives alice's address to another account, which
+	// consents with it.
+	moveAddress := func(a *attackEnv) {
+		a.t.Helper()
+		a.google.AddUser(fakegoogle.User{Sub: aliceSub, Email: "alice.old@example.com", EmailVerified: true})
+		a.google.AddUser(fakegoogle.User{Sub: newAccount, Email: aliceEmail, EmailVerified: true})
+		b := newBrowser(a.t)
+		if resp, body := b.get(a.consentCallback(b, aliceEmail).String()); resp.StatusCode != http.StatusOK {
+			a.t.Fatalf("the new account's consent: %d %s", resp.StatusCode, body)
+		}
+	}
+	// send sends req once, as its signer did, before the replay.
+	send := func(a *attackEnv, req *http.Request, want int) {
+		a.t.Helper()
+		again := req.Clone(req.Context())
+		body, _ := io.ReadAll(req.Body)
+		req.Body = io.NopCloser(strings.NewReader(string(body)))
+		again.Body = io.NopCloser(strings.NewReader(string(body)))
+		resp, err := noRedirects.Do(again)
+		if err != nil {
+			a.t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			a.t.Fatalf("the signer's own send: %d, want %d", resp.StatusCode, want)
+		}
+	}
+	// spacesOf counts the fake Chat API's spaces of a type.
+	spacesOf := func(a *attackEnv, spaceType string) int {
+		n := 0
+		for _, sp := range a.google.Spaces() {
+			if sp.SpaceType == spaceType {
+				n++
+			}
+		}
+		return n
+	}
+	// replayed sends a signed CreateSpace once, then hands its replay to
+	// the runner, which must leave one space of its type.
+	replayed := func(body string, edit func(sig string) string) func(a *attackEnv) (*http.Request, func(a *attackEnv)) {
+		return func(a *attackEnv) (*http.Request, func(a *attackEnv)) {
+			var probe createSpaceRequest
+			json.Unmarshal([]byte(body), &probe)
+			if probe.SpaceType == "" {
+				probe.SpaceType = spaceTypeSpace
+			}
+			before := spacesOf(a, probe.SpaceType)
+			sig := a.sig(body, 0)
+			send(a, a.webhook("CreateSpace", body, "X-Signature", sig), http.StatusOK)
+			if edit != nil {
+				sig = edit(sig)
+			}
+			return a.webhook("CreateSpace", body, "X-Signature", sig), func(a *attackEnv) {
+				if got := spacesOf(a, probe.SpaceType) - before; got != 1 {
+					a.t.Errorf("the signed request and its replay made %d %s spaces, want 1", got, probe.SpaceType)
+				}
+			}
+		}
+	}
+	upperMAC := func(sig string) string {
+		i := strings.Index(sig, "v1=") + 3
+		return sig[:i] + strings.ToUpper(sig[i:])
+	}
+	const groupChat = `{"user":"alice@example.com","spaceType":"GROUP_CHAT","members":["users/2002","users/3003"]}`
+	disconnectAlice := `{"user":"alice@example.com"}`
+	created := func(want string) func(a *attackEnv) {
+		return func(a *attackEnv) {
+			a.t.Helper()
+			spaces := a.google.Spaces()
+			if len(spaces) == 0 || spaces[len(spaces)-1].Creator != want {
+				a.t.Errorf("the last space was not created by %s", want)
+			}
+		}
+	}
+	return []attackCase{
+		{"replayed Disconnect after a new consent", func(a *attackEnv) (*http.Request, func(a *attackEnv)) {
+			req := a.signedReq("Disconnect", disconnectAlice)
+			reconsent(a)
+			return req, nil
+		}, 409, statusAlreadyExists, 0},
+		{"replayed Disconnect by id after a new consent", func(a *attackEnv) (*http.Request, func(a *attackEnv)) {
+			req := a.signedReq("Disconnect", `{"user":"users/`+aliceSub+`"}`)
+			reconsent(a)
+			return req, nil
+		}, 409, statusAlreadyExists, 0},
+		{"replayed Disconnect, ID token from before a new consent", func(a *attackEnv) (*http.Request, func(a *attackEnv)) {
+			req := a.bearer("Disconnect", disconnectAlice, token(a, aliceSub, a.clock.Now()))
+			reconsent(a)
+			return req, nil
+		}, 409, statusAlreadyExists, 0},
+		{"replayed Disconnect after it was done and alice reconnected", func(a *attackEnv) (*http.Request, func(a *attackEnv)) {
+			req := a.signedReq("Disconnect", disconnectAlice)
+			send(a, req, http.StatusOK)
+			reconsent(a)
+			return req, nil
+		}, 409, statusAlreadyExists, 0},
+		{"replayed Disconnect after it was done", func(a *attackEnv) (*http.Request, func(a *attackEnv)) {
+			req := a.signedReq("Disconnect", disconnectAlice)
+			send(a, req, http.StatusOK)
+			return req, nil
+		}, 404, statusNotFound, 0},
+		{"ID token of another account with alice's address", just(func(a *attackEnv) *http.Request {
+			return a.bearer("CreateSpace", `{"user":"alice@example.com","displayName":"Impostor"}`, token(a, newAccount, time.Now()))
+		}), 403, statusAuthorizationRequired, 0},
+		{"ID token of another account with alice's address, as alice's id", just(func(a *attackEnv) *http.Request {
+			return a.bearer("CreateSpace", `{"user":"users/`+aliceSub+`","displayName":"Impostor"}`, token(a, newAccount, time.Now()))
+		}), 403, statusPermissionDenied, 0},
+		{"ID token of another account with alice's address disconnects", just(func(a *attackEnv) *http.Request {
+			return a.bearer("Disconnect", disconnectAlice, token(a, newAccount, time.Now()))
+		}), 404, statusNotFound, 0},
+		{"ID token without an account id", just(func(a *attackEnv) *http.Request {
+			return a.bearer("CreateSpace", `{"user":"alice@example.com","displayName":"No sub"}`, a.idToken(aliceEmail, map[string]any{"sub": nil}))
+		}), 401, statusUnauthenticated, 0},
+		{"ID token issued ten minutes ahead", just(func(a *attackEnv) *http.Request {
+			return a.bearer("Disconnect", disconnectAlice, token(a, aliceSub, time.Now().Add(10*time.Minute)))
+		}), 401, statusUnauthenticated, 0},
+		{"address moved, then the older record refreshed", func(a *attackEnv) (*http.Request, func(a *attackEnv)) {
+			moveAddress(a)
+			a.google.ExpireAccessTokens(aliceSub)
+			a.clock.Advance(2 * time.Hour)
+			send(a, a.signedReq("CreateSpace", `{"user":"users/`+aliceSub+`","displayName":"Older account"}`), http.StatusOK)
+			return a.signedReq("CreateSpace", `{"user":"alice@example.com","displayName":"Who am I"}`), created(newAccount)
+		}, 200, "", mayChat | mayRefresh},
+		{"address moved, then the newer account disconnected", func(a *attackEnv) (*http.Request, func(a *attackEnv)) {
+			moveAddress(a)
+			send(a, a.signedReq("Disconnect", disconnectAlice), http.StatusOK)
+			return a.signedReq("CreateSpace", `{"user":"alice@example.com","displayName":"Nobody"}`), nil
+		}, 403, statusAuthorizationRequired, 0},
+		{"address moved, Disconnect by address spares the older account", func(a *attackEnv) (*http.Request, func(a *attackEnv)) {
+			moveAddress(a)
+			return a.signedReq("Disconnect", disconnectAlice), func(a *attackEnv) {
+				if a.storedToken(aliceSub) == nil || a.storedToken(newAccount) != nil {
+					a.t.Error("Disconnect by address did not end exactly the account it names")
+				}
+			}
+		}, 200, "", mayRevoke},
+		{"CreateSpace signed before the address moved, replayed after", func(a *attackEnv) (*http.Request, func(a *attackEnv)) {
+			req := a.signedReq("CreateSpace", `{"user":"alice@example.com","displayName":"Meant for alice"}`)
+			a.clock.Advance(2 * time.Second)
+			moveAddress(a)
+			return req, nil
+		}, 409, statusAlreadyExists, 0},
+		{"replayed GROUP_CHAT without requestId", replayed(groupChat, nil), 200, "", mayChat},
+		{"replayed GROUP_CHAT, the MAC in capitals", replayed(groupChat, upperMAC), 200, "", mayChat},
+		{"replayed GROUP_CHAT, an unknown field added to X-Signature", replayed(groupChat, func(sig string) string { return sig + ",v9=00" }), 200, "", mayChat},
+		{"replayed DIRECT_MESSAGE without requestId", replayed(`{"user":"alice@example.com","spaceType":"DIRECT_MESSAGE","members":["users/3003"]}`, nil), 200, "", mayChat},
+		{"replayed SPACE without requestId", replayed(`{"user":"alice@example.com","displayName":"Replayed space"}`, nil), 200, "", mayChat},
 	}
 }

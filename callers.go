@@ -6,11 +6,13 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -78,7 +80,17 @@ type callerAuth struct {
 type caller struct {
 	method  string // callerHMAC or callerIDToken
 	email   string // ID-token callers: their verified email, lowercase; "" for HMAC
+	sub     string // ID-token callers: their Google account id; "" for HMAC
 	trusted bool   // HMAC callers hold a shared secret; ID-token callers when listed in TRUSTED_CALLERS
+
+	// signedAt is when the credential was made: the X-Signature's t, or
+	// the ID token's iat. Within the window a credential can be replayed,
+	// so what it may act on is bounded by this time (signedBefore).
+	signedAt time.Time
+	// proof names the credential: the HMAC for X-Signature, the account
+	// and iat for an ID token. With body it derives requestID.
+	proof []byte
+	body  []byte
 }
 
 // newCallerAuth builds the verifier. httpClient fetches Google's signing
@@ -137,14 +149,20 @@ func (a *callerAuth) authenticate(r *http.Request, body []byte) (*caller, error)
 	case len(sigs) > 1:
 		return nil, errorf(statusUnauthenticated, "send exactly one X-Signature header")
 	case len(sigs) == 1:
-		if err := a.verifyHMAC(sigs[0], body); err != nil {
+		t, mac, err := a.verifyHMAC(sigs[0], body)
+		if err != nil {
 			return nil, err
 		}
-		return &caller{method: callerHMAC, trusted: true}, nil
+		return &caller{method: callerHMAC, trusted: true, signedAt: time.Unix(t, 0), proof: mac, body: body}, nil
 	case len(authz) > 1:
 		return nil, errorf(statusUnauthenticated, "send exactly one Authorization header")
 	case len(authz) == 1:
-		return a.verifyIDToken(r.Context(), authz[0])
+		c, err := a.verifyIDToken(r.Context(), authz[0])
+		if err != nil {
+			return nil, err
+		}
+		c.body = body
+		return c, nil
 	default:
 		return nil, errorf(statusUnauthenticated, "no credentials: send X-Signature or Authorization: Bearer <Google ID token>")
 	}
@@ -155,24 +173,24 @@ func malformedSignature(problem string) *Error {
 	return errorf(statusUnauthenticated, "X-Signature is malformed (%s): %s", problem, signatureFormat)
 }
 
-// verifyHMAC checks an X-Signature header value against body. It parses
-// without regular expressions or allocations, checks the window before
-// computing anything, and computes the HMAC under every secret, comparing
-// each in constant time, so neither the time taken nor the answer tells
-// which secret matched.
-func (a *callerAuth) verifyHMAC(header string, body []byte) error {
+// verifyHMAC checks an X-Signature header value against body and returns
+// its time and MAC. It parses without regular expressions, checks the
+// window before computing anything, and computes the HMAC under every
+// secret, comparing each in constant time, so neither the time taken nor
+// the answer tells which secret matched.
+func (a *callerAuth) verifyHMAC(header string, body []byte) (int64, []byte, error) {
 	if len(a.secrets) == 0 {
-		return errorf(statusUnauthenticated, "X-Signature is not accepted here (no webhook secrets are configured); send Authorization: Bearer <Google ID token>")
+		return 0, nil, errorf(statusUnauthenticated, "X-Signature is not accepted here (no webhook secrets are configured); send Authorization: Bearer <Google ID token>")
 	}
 	if header == "" {
-		return malformedSignature("empty")
+		return 0, nil, malformedSignature("empty")
 	}
 	if len(header) > maxSignatureHeader {
-		return malformedSignature(fmt.Sprintf("longer than %d bytes", maxSignatureHeader))
+		return 0, nil, malformedSignature(fmt.Sprintf("longer than %d bytes", maxSignatureHeader))
 	}
 	for i := 0; i < len(header); i++ {
 		if c := header[i]; c <= ' ' || c >= 0x7f {
-			return malformedSignature("spaces, control or non-ASCII characters")
+			return 0, nil, malformedSignature("spaces, control or non-ASCII characters")
 		}
 	}
 
@@ -187,18 +205,18 @@ func (a *callerAuth) verifyHMAC(header string, body []byte) error {
 		field, rest, more = strings.Cut(rest, ",")
 		k, v, ok := strings.Cut(field, "=")
 		if !ok || !isSignatureKey(k) || v == "" {
-			return malformedSignature("fields must be key=value, separated by commas")
+			return 0, nil, malformedSignature("fields must be key=value, separated by commas")
 		}
 		if slices.Contains(keys[:nkeys], k) {
 			switch k {
 			case "t", "v1":
-				return malformedSignature(k + " appears more than once")
+				return 0, nil, malformedSignature(k + " appears more than once")
 			default:
-				return malformedSignature("a field appears more than once")
+				return 0, nil, malformedSignature("a field appears more than once")
 			}
 		}
 		if nkeys == len(keys) {
-			return malformedSignature(fmt.Sprintf("more than %d fields", maxSignatureFields))
+			return 0, nil, malformedSignature(fmt.Sprintf("more than %d fields", maxSignatureFields))
 		}
 		keys[nkeys] = k
 		nkeys++
@@ -210,25 +228,25 @@ func (a *callerAuth) verifyHMAC(header string, body []byte) error {
 		}
 	}
 	if !haveT {
-		return malformedSignature("no t")
+		return 0, nil, malformedSignature("no t")
 	}
 	if !haveV1 {
-		return malformedSignature("no v1")
+		return 0, nil, malformedSignature("no v1")
 	}
 	t, ok := parseUnixSeconds(ts)
 	if !ok {
-		return malformedSignature(fmt.Sprintf("t must be unix seconds, 1 to %d digits", maxTimestampDigits))
+		return 0, nil, malformedSignature(fmt.Sprintf("t must be unix seconds, 1 to %d digits", maxTimestampDigits))
 	}
 	var want [sha256.Size]byte
 	if !decodeHex(want[:], v1) {
-		return malformedSignature(fmt.Sprintf("v1 must be %d hex digits", 2*sha256.Size))
+		return 0, nil, malformedSignature(fmt.Sprintf("v1 must be %d hex digits", 2*sha256.Size))
 	}
 
 	switch d := a.now().Unix() - t; {
 	case d > signatureWindow:
-		return errorf(statusUnauthenticated, "the signature timestamp is more than %d seconds old; sign each request when sending it, and check the caller's clock", signatureWindow)
+		return 0, nil, errorf(statusUnauthenticated, "the signature timestamp is more than %d seconds old; sign each request when sending it, and check the caller's clock", signatureWindow)
 	case d < -signatureWindow:
-		return errorf(statusUnauthenticated, "the signature timestamp is more than %d seconds from now; check the caller's clock", signatureWindow)
+		return 0, nil, errorf(statusUnauthenticated, "the signature timestamp is more than %d seconds from now; check the caller's clock", signatureWindow)
 	}
 
 	// The message is "<t>.<body>", with t exactly as sent. The prefix is
@@ -248,9 +266,9 @@ func (a *callerAuth) verifyHMAC(header string, body []byte) error {
 		}
 	}
 	if !matched {
-		return errorf(statusUnauthenticated, "the signature does not match the body; sign the exact bytes sent, as HMAC-SHA256(secret, \"<t>.<raw body>\")")
+		return 0, nil, errorf(statusUnauthenticated, "the signature does not match the body; sign the exact bytes sent, as HMAC-SHA256(secret, \"<t>.<raw body>\")")
 	}
-	return nil
+	return t, want[:], nil
 }
 
 // isSignatureKey reports whether k is a plausible X-Signature field name:
@@ -326,6 +344,8 @@ type idTokenHeader struct {
 type idTokenClaims struct {
 	Iss           string   `json:"iss"`
 	Aud           string   `json:"aud"`
+	Sub           string   `json:"sub"`
+	Iat           int64    `json:"iat"`
 	Exp           int64    `json:"exp"`
 	Email         string   `json:"email"`
 	EmailVerified flexBool `json:"email_verified"`
@@ -389,8 +409,14 @@ func (a *callerAuth) verifyIDToken(ctx context.Context, authz string) (*caller, 
 		return nil, errorf(statusUnauthenticated, "the ID token has no expiry; send a Google ID token")
 	case a.now().Unix() > c.Exp:
 		return nil, errorf(statusUnauthenticated, "the ID token has expired; fetch a fresh one")
+	case c.Iat == 0:
+		return nil, errorf(statusUnauthenticated, "the ID token has no issue time (iat); send a Google ID token")
+	case c.Iat > a.now().Unix()+signatureWindow:
+		return nil, errorf(statusUnauthenticated, "the ID token was issued more than %d seconds from now; check the caller's clock", signatureWindow)
 	case c.Iss != googleIssuer && c.Iss != "accounts.google.com":
 		return nil, errorf(statusUnauthenticated, "the ID token was not issued by Google (the issuer must be %s)", googleIssuer)
+	case !isDigits(c.Sub, 64):
+		return nil, errorf(statusUnauthenticated, "the ID token names no Google account (sub); send a Google ID token")
 	case c.Email == "":
 		return nil, errorf(statusUnauthenticated, "the ID token has no email; request it with the email claim (for a service account, include the email)")
 	case !bool(c.EmailVerified):
@@ -403,7 +429,8 @@ func (a *callerAuth) verifyIDToken(ctx context.Context, authz string) (*caller, 
 	}
 	email := strings.ToLower(c.Email)
 	_, trusted := a.trusted[email]
-	return &caller{method: callerIDToken, email: email, trusted: trusted}, nil
+	return &caller{method: callerIDToken, email: email, sub: c.Sub, trusted: trusted,
+		signedAt: time.Unix(c.Iat, 0), proof: []byte(c.Sub + "." + strconv.FormatInt(c.Iat, 10))}, nil
 }
 
 // idTokenError turns a validator failure into the answer. By the time the
@@ -452,22 +479,79 @@ func isBase64URL(s string) bool {
 	return true
 }
 
-// mayActAs reports whether c may act for user, a "users/{id}" name or an
-// email. Trusted callers act for anyone; any other ID-token caller only
-// as its own email. The comparison folds ASCII case only: Google
-// addresses are ASCII, and Unicode folding would let, say, the Kelvin sign
-// stand for a "k".
-func (c *caller) mayActAs(user string) error {
+// actAs checks that c may act for user, a "users/{id}" name or an email,
+// and returns the name to look the user up by, and the user's verified
+// email when the credential gave one. Trusted callers act for anyone, as
+// named. Any other ID-token caller acts only as itself: as its own
+// account, users/{its sub}, whether it names itself so or by its email;
+// an email names an account only through a consent, and a token for
+// alice@ from another account is not the account that consented as
+// alice@ (README.md, "Identity"). The email comparison folds ASCII case
+// only: Google addresses are ASCII, and Unicode folding would let, say,
+// the Kelvin sign stand for a "k".
+func (c *caller) actAs(user string) (name, email string, err error) {
 	if c.trusted {
+		return user, "", nil
+	}
+	if c.email == "" || c.sub == "" {
+		return "", "", errorf(statusPermissionDenied, "this caller may not act for users; add it to TRUSTED_CALLERS")
+	}
+	if user == "users/"+c.sub || asciiEqualFold(user, c.email) {
+		return "users/" + c.sub, c.email, nil
+	}
+	return "", "", errorf(statusPermissionDenied, "caller %s may act only as itself; add it to TRUSTED_CALLERS to act for others", c.email)
+}
+
+// signedBefore refuses to act on a consent given after c's credential was
+// made: within its window a credential can be replayed, and its signer
+// cannot have meant a consent that did not exist yet. Times compare in
+// whole seconds, the signature's precision: a consent in a later second
+// than the signature's is refused; one in the same second may have come
+// first, and passes. A record from before consentedAt was kept passes.
+// what names the act, for the message.
+func (c *caller) signedBefore(rec *tokenRecord, what string) error {
+	if rec.ConsentedAt.Unix() <= c.signedAt.Unix() {
 		return nil
 	}
-	if c.email == "" {
-		return errorf(statusPermissionDenied, "this caller may not act for users; add it to TRUSTED_CALLERS")
+	name := rec.Email
+	if name == "" {
+		name = "users/" + rec.Sub
 	}
-	if asciiEqualFold(user, c.email) {
+	fresh := "sign a new request"
+	if c.method == callerIDToken {
+		fresh = "send it with an ID token fetched now"
+	}
+	return errorf(statusAlreadyExists, "%s connected Google Chat at %s, after this request was signed (%s), so the request cannot %s; if that is still wanted, %s (and check the caller's clock)",
+		name, rec.ConsentedAt.UTC().Format(time.RFC3339), c.signedAt.UTC().Format(time.RFC3339), what, fresh)
+}
+
+// emailNamedBefore refuses to act for an email that came to name its
+// account (since, emailRecord.Since) after an X-Signature was made: the
+// signer meant the account the email named then, and a replay must not
+// act as the account that took the address since. Times compare as in
+// signedBefore. An ID token is not bound to a body, so a holder may send
+// any request with it, and a caller's library reuses one for up to an
+// hour: for it the check would refuse good requests and stop no one.
+func (c *caller) emailNamedBefore(email string, since time.Time) error {
+	if c.method != callerHMAC || since.Unix() <= c.signedAt.Unix() {
 		return nil
 	}
-	return errorf(statusPermissionDenied, "caller %s may act only as itself; add it to TRUSTED_CALLERS to act for others", c.email)
+	return errorf(statusAlreadyExists, "%s was connected by another Google account at %s, after this request was signed (%s), so the request meant the account it named before; if it is still wanted, sign a new request (and check the caller's clock)",
+		email, since.UTC().Format(time.RFC3339), c.signedAt.UTC().Format(time.RFC3339))
+}
+
+// requestID is the Chat requestId of a CreateSpace that names none: a
+// hash of the credential and the raw body, so that the same signed bytes
+// always mean the same space, a retry or a replay of them included, and
+// any other request another. It fits Chat's rules and validate's pattern:
+// "chatauth-" and 40 hex digits.
+func (c *caller) requestID() string {
+	h := sha256.New()
+	h.Write([]byte("chatauth request id\x00" + c.method + "\x00"))
+	h.Write([]byte{byte(len(c.proof) >> 8), byte(len(c.proof))})
+	h.Write(c.proof)
+	h.Write(c.body)
+	return "chatauth-" + hex.EncodeToString(h.Sum(nil)[:20])
 }
 
 // asciiEqualFold is strings.EqualFold restricted to ASCII letters.

@@ -159,7 +159,12 @@ func TestCallerAuthHMAC(t *testing.T) {
 				if err != nil {
 					t.Fatalf("got error %v, want none", err)
 				}
-				if diff := cmp.Diff(&caller{method: callerHMAC, trusted: true}, c, cmp.AllowUnexported(caller{})); diff != "" {
+				if c.signedAt.IsZero() || len(c.proof) != sha256.Size || string(c.body) != sent {
+					t.Errorf("caller: signed at %v, proof of %d bytes, body %q; want the signature's time, its MAC and the body", c.signedAt, len(c.proof), c.body)
+				}
+				got := *c
+				got.signedAt, got.proof, got.body = time.Time{}, nil, nil
+				if diff := cmp.Diff(&caller{method: callerHMAC, trusted: true}, &got, cmp.AllowUnexported(caller{})); diff != "" {
 					t.Errorf("caller (-want +got):\n%s", diff)
 				}
 				return
@@ -383,6 +388,8 @@ func TestCallerAuthIDToken(t *testing.T) {
 	now := time.Now()
 	mint := func(edit map[string]any) string { return g.MintIDToken(callerClaims(now, edit)) }
 	good := mint(nil)
+	robotCaller := &caller{method: callerIDToken, email: "robot@example.com", sub: "112233445566778899001",
+		signedAt: time.Unix(now.Unix(), 0), proof: []byte("112233445566778899001." + fmt.Sprint(now.Unix())), body: []byte(callerBody)}
 
 	pubDER, err := x509.MarshalPKIXPublicKey(g.PublicKey())
 	if err != nil {
@@ -406,12 +413,20 @@ func TestCallerAuthIDToken(t *testing.T) {
 		wantStatus string  // default UNAUTHENTICATED
 		wantErr    string  // substring of the message
 	}{
-		{name: "valid", authz: "Bearer " + good, want: &caller{method: callerIDToken, email: "robot@example.com"}},
-		{name: "second audience", authz: "Bearer " + mint(map[string]any{"aud": callerAudience2}), want: &caller{method: callerIDToken, email: "robot@example.com"}},
-		{name: "trusted caller", authz: "Bearer " + mint(map[string]any{"email": "Scheduler@Example.iam.gserviceaccount.com"}), want: &caller{method: callerIDToken, email: "scheduler@example.iam.gserviceaccount.com", trusted: true}},
-		{name: "scheme in lowercase", authz: "bearer " + good, want: &caller{method: callerIDToken, email: "robot@example.com"}},
-		{name: "issuer without https", authz: "Bearer " + mint(map[string]any{"iss": "accounts.google.com"}), want: &caller{method: callerIDToken, email: "robot@example.com"}},
-		{name: "email_verified as a string", authz: "Bearer " + mint(map[string]any{"email_verified": "true"}), want: &caller{method: callerIDToken, email: "robot@example.com"}},
+		{name: "valid", authz: "Bearer " + good, want: robotCaller},
+		{name: "second audience", authz: "Bearer " + mint(map[string]any{"aud": callerAudience2}), want: robotCaller},
+		{name: "trusted caller", authz: "Bearer " + mint(map[string]any{"email": "Scheduler@Example.iam.gserviceaccount.com"}), want: &caller{method: callerIDToken, email: "scheduler@example.iam.gserviceaccount.com", trusted: true,
+			sub: robotCaller.sub, signedAt: robotCaller.signedAt, proof: robotCaller.proof, body: robotCaller.body}},
+		{name: "scheme in lowercase", authz: "bearer " + good, want: robotCaller},
+		{name: "issuer without https", authz: "Bearer " + mint(map[string]any{"iss": "accounts.google.com"}), want: robotCaller},
+		{name: "email_verified as a string", authz: "Bearer " + mint(map[string]any{"email_verified": "true"}), want: robotCaller},
+		{name: "issued a minute ahead", authz: "Bearer " + mint(map[string]any{"iat": now.Add(time.Minute).Unix()}), want: &caller{method: callerIDToken, email: "robot@example.com",
+			sub: robotCaller.sub, signedAt: time.Unix(now.Add(time.Minute).Unix(), 0), proof: []byte(robotCaller.sub + "." + fmt.Sprint(now.Add(time.Minute).Unix())), body: robotCaller.body}},
+
+		{name: "no sub", authz: "Bearer " + mint(map[string]any{"sub": nil}), wantErr: "names no Google account"},
+		{name: "sub not an account id", authz: "Bearer " + mint(map[string]any{"sub": "robot@example.com"}), wantErr: "names no Google account"},
+		{name: "no iat", authz: "Bearer " + mint(map[string]any{"iat": nil}), wantErr: "no issue time"},
+		{name: "issued an hour ahead", authz: "Bearer " + mint(map[string]any{"iat": now.Add(time.Hour).Unix(), "exp": now.Add(2 * time.Hour).Unix()}), wantErr: "issued more than 300 seconds from now"},
 
 		{name: "wrong audience", authz: "Bearer " + mint(map[string]any{"aud": "https://evil.example.com/CreateSpace"}), wantErr: "audience is not accepted"},
 		{name: "OAuth client id as audience", authz: "Bearer " + mint(map[string]any{"aud": fakegoogle.DefaultClientID}), wantErr: "audience is not accepted"},
@@ -568,36 +583,39 @@ type roundTripperFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
-func TestCallerMayActAs(t *testing.T) {
+func TestCallerActAs(t *testing.T) {
 	hmacCaller := &caller{method: callerHMAC, trusted: true}
-	trusted := &caller{method: callerIDToken, email: "scheduler@example.iam.gserviceaccount.com", trusted: true}
-	robot := &caller{method: callerIDToken, email: "robot@example.com"}
+	trusted := &caller{method: callerIDToken, email: "scheduler@example.iam.gserviceaccount.com", sub: "5", trusted: true}
+	robot := &caller{method: callerIDToken, email: "robot@example.com", sub: "77"}
 	tests := []struct {
-		name   string
-		caller *caller
-		user   string
-		ok     bool
+		name        string
+		caller      *caller
+		user        string
+		ok          bool
+		name2, mail string // the name looked up and the email given, when ok
 	}{
-		{"HMAC caller for a user id", hmacCaller, "users/112233445566778899000", true},
-		{"HMAC caller for an email", hmacCaller, "alice@example.com", true},
-		{"trusted ID-token caller for a user id", trusted, "users/123", true},
-		{"trusted ID-token caller for an email", trusted, "alice@example.com", true},
-		{"untrusted caller as itself", robot, "robot@example.com", true},
-		{"untrusted caller as itself, other case", robot, "Robot@EXAMPLE.com", true},
-		{"untrusted caller for someone else", robot, "alice@example.com", false},
-		{"untrusted caller for a user id", robot, "users/123", false},
-		{"untrusted caller as users/<its email>", robot, "users/robot@example.com", false},
-		{"untrusted caller with a longer address", robot, "robot@example.com.evil", false},
-		{"untrusted caller with a Kelvin sign", &caller{method: callerIDToken, email: "kate@example.com"}, "\u212Aate@example.com", false},
-		{"untrusted caller for nobody", robot, "", false},
-		{"untrusted caller without an email", &caller{method: callerIDToken}, "", false},
+		{"HMAC caller for a user id", hmacCaller, "users/112233445566778899000", true, "users/112233445566778899000", ""},
+		{"HMAC caller for an email", hmacCaller, "alice@example.com", true, "alice@example.com", ""},
+		{"trusted ID-token caller for a user id", trusted, "users/123", true, "users/123", ""},
+		{"trusted ID-token caller for an email", trusted, "alice@example.com", true, "alice@example.com", ""},
+		{"untrusted caller as itself", robot, "robot@example.com", true, "users/77", "robot@example.com"},
+		{"untrusted caller as itself, other case", robot, "Robot@EXAMPLE.com", true, "users/77", "robot@example.com"},
+		{"untrusted caller as its own account", robot, "users/77", true, "users/77", "robot@example.com"},
+		{"untrusted caller for someone else", robot, "alice@example.com", false, "", ""},
+		{"untrusted caller for a user id", robot, "users/123", false, "", ""},
+		{"untrusted caller for a longer user id", robot, "users/770", false, "", ""},
+		{"untrusted caller as users/<its email>", robot, "users/robot@example.com", false, "", ""},
+		{"untrusted caller with a longer address", robot, "robot@example.com.evil", false, "", ""},
+		{"untrusted caller with a Kelvin sign", &caller{method: callerIDToken, email: "kate@example.com", sub: "8"}, "\u212Aate@example.com", false, "", ""},
+		{"untrusted caller for nobody", robot, "", false, "", ""},
+		{"untrusted caller without an email", &caller{method: callerIDToken, sub: "9"}, "", false, "", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := tt.caller.mayActAs(tt.user)
+			name, email, err := tt.caller.actAs(tt.user)
 			if tt.ok {
-				if err != nil {
-					t.Errorf("got error %v, want none", err)
+				if err != nil || name != tt.name2 || email != tt.mail {
+					t.Errorf("got %q, %q, %v; want %q, %q, no error", name, email, err, tt.name2, tt.mail)
 				}
 				return
 			}
@@ -607,8 +625,8 @@ func TestCallerMayActAs(t *testing.T) {
 			}
 		})
 	}
-	if got, want := robot.mayActAs("alice@example.com").(*Error).Message, "caller robot@example.com may act only as itself; add it to TRUSTED_CALLERS to act for others"; got != want {
-		t.Errorf("got message %q, want %q", got, want)
+	if _, _, err := robot.actAs("alice@example.com"); err.(*Error).Message != "caller robot@example.com may act only as itself; add it to TRUSTED_CALLERS to act for others" {
+		t.Errorf("got message %q", err.(*Error).Message)
 	}
 }
 

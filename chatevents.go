@@ -758,7 +758,7 @@ func (s *server) chatDisconnect(ctx context.Context, actor *chatUser) chatReply 
 		err = s.revoke(ctx, rec.RefreshToken)
 	}
 	if err == nil {
-		err = s.store.deleteToken(ctx, rec.Sub)
+		err = s.store.deleteToken(ctx, rec.Sub, nil)
 	}
 	if err != nil {
 		e := s.logChatFailure(ctx, err)

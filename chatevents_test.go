@@ -356,7 +356,7 @@ func TestChatRedirectAllowList(t *testing.T) {
 			if got := chatRedirectAllowed(tc.redirect); got != tc.ok {
 				t.Fatalf("chatRedirectAllowed: got %v, want %v", got, tc.ok)
 			}
-			defer c.srv.store.deleteToken(context.Background(), aliceSub)
+			defer c.srv.store.deleteToken(context.Background(), aliceSub, nil)
 			start := c.send(chatMsg{text: "create space Redirects", redirect: tc.redirect}).configURL(t)
 			resp, body := c.consentAt(newBrowser(t), start)
 			if tc.ok {

@@ -191,7 +191,7 @@ func (c *tokenCipher) decryptRecord(sub string, rec *tokenRecord) (*tokenRecord,
 // called); deleteToken still removes it.
 //
 // The embedded store serves the methods that carry no token
-// (markStateUsed, deleteToken, close). A method added to tokenStore is served by it too,
+// (markStateUsed, deleteToken, whose check sees no token, and close). A method added to tokenStore is served by it too,
 // unencrypted, unless overridden here: TestStoreWrappersCoverTokenStore
 // fails until that choice is made.
 type encryptedStore struct {
@@ -222,7 +222,17 @@ func (s *encryptedStore) tokenByEmail(ctx context.Context, email string) (*token
 // before the inner store writes it, inside the inner store's transaction.
 // Encryption is local (no call out of the process), so fn's rules hold.
 func (s *encryptedStore) updateToken(ctx context.Context, sub string, fn func(cur *tokenRecord) (*tokenRecord, error)) error {
-	return s.tokenStore.updateToken(ctx, sub, func(stored *tokenRecord) (*tokenRecord, error) {
+	return s.tokenStore.updateToken(ctx, sub, s.sealing(sub, fn))
+}
+
+// putConsent is updateToken for a consent.
+func (s *encryptedStore) putConsent(ctx context.Context, sub string, fn func(cur *tokenRecord) (*tokenRecord, error)) error {
+	return s.tokenStore.putConsent(ctx, sub, s.sealing(sub, fn))
+}
+
+// sealing wraps fn to see the decrypted record and return an encrypted one.
+func (s *encryptedStore) sealing(sub string, fn func(cur *tokenRecord) (*tokenRecord, error)) func(*tokenRecord) (*tokenRecord, error) {
+	return func(stored *tokenRecord) (*tokenRecord, error) {
 		var cur *tokenRecord
 		if stored != nil {
 			var err error
@@ -235,7 +245,7 @@ func (s *encryptedStore) updateToken(ctx context.Context, sub string, fn func(cu
 			return nil, err
 		}
 		return s.c.encryptRecord(sub, next)
-	})
+	}
 }
 
 // GenerateKeyset returns a new cleartext Tink keyset (JSON) for

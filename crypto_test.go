@@ -292,7 +292,8 @@ func TestStoreWrappersCoverTokenStore(t *testing.T) {
 		"getToken":      {"decrypts", "reads"},
 		"tokenByEmail":  {"decrypts", "reads"},
 		"updateToken":   {"decrypts and encrypts", "writes a token: forgets"},
-		"deleteToken":   {"no token", "writes a token: forgets"},
+		"putConsent":    {"decrypts and encrypts", "writes a token and an email: forgets both"},
+		"deleteToken":   {"no token (check sees none)", "writes a token: forgets"},
 		"markStateUsed": {"no token", "no token"},
 		"close":         {"no token", "no token"},
 	}
@@ -316,6 +317,9 @@ func TestEncryptedStore(t *testing.T) {
 			t.Run("shared: update merges", func(t *testing.T) { testUpdateMerges(t, wrap(t)) })
 			t.Run("shared: lookup by email", func(t *testing.T) { testLookupByEmail(t, wrap(t)) })
 			t.Run("shared: state used once", func(t *testing.T) { testStateUsedOnce(t, wrap(t)) })
+			t.Run("shared: records from before email records", func(t *testing.T) { testLegacyRecords(t, wrap(t)) })
+			t.Run("shared: delete checked", func(t *testing.T) { testDeleteChecked(t, wrap(t)) })
+			t.Run("shared: concurrent consents", func(t *testing.T) { testConcurrentConsents(t, wrap(t)) })
 			t.Run("shared: concurrent updates", func(t *testing.T) { testConcurrentUpdates(t, wrap(t)) })
 			t.Run("at rest", func(t *testing.T) { testEncryptedAtRest(t, kind) })
 			t.Run("copied ciphertext", func(t *testing.T) { testCopiedCiphertext(t, kind) })
@@ -466,7 +470,7 @@ func testCopiedCiphertext(t *testing.T, kind string) {
 	if got, err := s.getToken(ctx, "111"); err != nil || got.RefreshToken != alice.RefreshToken {
 		t.Errorf("getToken(111): got %v, %v; want Alice's token", got, err)
 	}
-	if err := s.deleteToken(ctx, "222"); err != nil {
+	if err := s.deleteToken(ctx, "222", nil); err != nil {
 		t.Errorf("deleteToken of an undecryptable record: %v", err)
 	}
 

@@ -142,6 +142,9 @@ type principal struct {
 	Email string
 	via   string // credentialConsent or credentialDelegation
 	creds credentials
+	// emailSince is, for a consent found by email, when the email came to
+	// name this account (emailRecord.Since); zero otherwise.
+	emailSince time.Time
 }
 
 // credentials give a Chat call its access token. Their rule: accessToken
@@ -188,7 +191,7 @@ func (s *server) lookupUser(ctx context.Context, user, email string) (*principal
 			return s.delegated(user, subject)
 		}
 	case credentialConsentFirst:
-		p, err := s.consented(ctx, user)
+		p, err := s.consented(ctx, user, email)
 		// Only a user with no record at all is delegated: a record that
 		// needs a new consent still answers for its user.
 		if errors.Is(err, errUserUnknown) && s.delegation.allows(subject) {
@@ -196,27 +199,28 @@ func (s *server) lookupUser(ctx context.Context, user, email string) (*principal
 		}
 		return p, err
 	}
-	return s.consented(ctx, user)
+	return s.consented(ctx, user, email)
 }
 
 // consented is user's stored consent, from the instance's token cache
-// when it has the user (tokens.go).
-func (s *server) consented(ctx context.Context, user string) (*principal, error) {
+// when it has the user (tokens.go). email, when not empty, is the user's
+// verified address, for the answer that asks them to consent.
+func (s *server) consented(ctx context.Context, user, email string) (*principal, error) {
 	key := user
 	if !strings.HasPrefix(user, "users/") {
 		key = strings.ToLower(user)
 	}
 	now := s.now()
 	if e, ok := s.tokens.get(key, now); ok {
-		return &principal{Sub: e.sub, Email: e.email, via: credentialConsent, creds: storedConsent{s, e.sub, e.accessToken, e.expiry}}, nil
+		return &principal{Sub: e.sub, Email: e.email, via: credentialConsent, creds: storedConsent{s, e.sub, e.accessToken, e.expiry}, emailSince: e.emailSince}, nil
 	}
 	gen := s.tokens.generation()
-	rec, err := s.lookupConsent(ctx, user)
+	rec, err := s.lookupConsent(ctx, user, email)
 	if err != nil {
 		return nil, err
 	}
 	s.tokens.put(key, gen, rec, now)
-	return &principal{Sub: rec.Sub, Email: rec.Email, via: credentialConsent, creds: storedConsent{s, rec.Sub, rec.AccessToken, rec.Expiry}}, nil
+	return &principal{Sub: rec.Sub, Email: rec.Email, via: credentialConsent, creds: storedConsent{s, rec.Sub, rec.AccessToken, rec.Expiry}, emailSince: rec.EmailSince}, nil
 }
 
 // delegated is subject acted for through delegation, if the allow-list

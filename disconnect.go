@@ -18,7 +18,10 @@ type disconnectRequest struct {
 
 // handleDisconnect serves POST /Disconnect: it revokes the user's consent
 // at Google, then deletes the record. The caller is authenticated exactly
-// as for CreateSpace.
+// as for CreateSpace. A consent given after the request was signed is not
+// ended (signedBefore): a replayed Disconnect answers 409 and does
+// nothing. An email ends exactly the account it names when the request
+// arrives.
 func (s *server) handleDisconnect(w http.ResponseWriter, r *http.Request) error {
 	var req disconnectRequest
 	c, err := s.webhookRequest(w, r, &req)
@@ -28,21 +31,34 @@ func (s *server) handleDisconnect(w http.ResponseWriter, r *http.Request) error 
 	if !validUser(req.User) {
 		return errorf(statusInvalidArgument, `"user" must be "users/{numeric id}" or an email address`)
 	}
-	if err := c.mayActAs(req.User); err != nil {
+	user, _, err := c.actAs(req.User)
+	if err != nil {
 		return err
 	}
 	ctx := r.Context()
-	rec, err := s.findRecord(ctx, req.User)
+	rec, err := s.findRecord(ctx, user)
 	if errors.Is(err, errNotFound) {
 		return wrapError(statusNotFound, err, "no consent is stored for %s", req.User)
 	}
 	if err != nil {
 		return err
 	}
+	const what = "end that consent"
+	if err := c.signedBefore(rec, what); err != nil {
+		return err
+	}
 	if err := s.revoke(ctx, rec.RefreshToken); err != nil {
 		return err
 	}
-	if err := s.store.deleteToken(ctx, rec.Sub); err != nil {
+	// The record is deleted only if it is still the consent just revoked:
+	// one given meanwhile (after the request was signed) is kept.
+	err = s.store.deleteToken(ctx, rec.Sub, func(cur *tokenRecord) error {
+		if !cur.ConsentedAt.Equal(rec.ConsentedAt) {
+			return c.signedBefore(cur, what)
+		}
+		return nil
+	})
+	if err != nil {
 		return err
 	}
 	loggerFrom(ctx).Info("consent revoked and deleted", "sub", rec.Sub)

@@ -309,7 +309,7 @@ func TestAppsScriptUnderNode(t *testing.T) {
 	run := func(t *testing.T, responseID, owner string, props map[string]string) (string, error) {
 		t.Helper()
 		idToken := e.google.MintIDToken(map[string]any{
-			"iss": "https://accounts.google.com", "aud": appsScriptAudience, "sub": "777", "email": owner,
+			"iss": "https://accounts.google.com", "aud": appsScriptAudience, "sub": subOf(owner), "email": owner,
 			"email_verified": true, "iat": time.Now().Unix(), "exp": time.Now().Add(time.Hour).Unix(),
 		})
 		props["CHATAUTH_URL"] = e.base + "/"

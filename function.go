@@ -73,12 +73,29 @@ func init() {
 // missing records are reported as errors that satisfy
 // errors.Is(err, errNotFound); an unreachable store as
 // errStoreUnavailable.
+//
+// Identity (README.md, "Identity"): a record is an account, keyed by its
+// sub; an email only names one. putConsent is updateToken for a consent:
+// in the same transaction it makes the written record's email name sub,
+// so the email names the last account that consented with it. updateToken
+// (a refresh, needs_reauth) never changes what an email names.
+// tokenByEmail returns the record the email names, and only while that
+// record still carries the email, with EmailSince set (emailRecord.Since);
+// an email that names nobody is errNotFound. (An email that no consent
+// has named since email records exist names the one record that carries
+// it and has no consentedAt, if exactly one does: records kept from
+// before.) deleteToken removes sub's record, after check (when not nil)
+// accepts it, and in the same transaction leaves its email naming nobody
+// if it still named sub; check sees the record without its tokens, and its
+// error is returned with nothing deleted. A missing record is not an
+// error for deleteToken, and check is not called.
 type tokenStore interface {
 	markStateUsed(ctx context.Context, key string, expireAt time.Time) error
 	getToken(ctx context.Context, sub string) (*tokenRecord, error)
 	tokenByEmail(ctx context.Context, email string) (*tokenRecord, error)
 	updateToken(ctx context.Context, sub string, fn func(cur *tokenRecord) (*tokenRecord, error)) error
-	deleteToken(ctx context.Context, sub string) error
+	putConsent(ctx context.Context, sub string, fn func(cur *tokenRecord) (*tokenRecord, error)) error
+	deleteToken(ctx context.Context, sub string, check func(cur *tokenRecord) error) error
 	close() error
 }
 

@@ -302,13 +302,22 @@ func (a spyAEAD) Encrypt(plaintext, associatedData []byte) ([]byte, error) {
 }
 
 func (s spyStore) updateToken(ctx context.Context, sub string, fn func(*tokenRecord) (*tokenRecord, error)) error {
-	return s.tokenStore.updateToken(ctx, sub, func(cur *tokenRecord) (*tokenRecord, error) {
+	return s.tokenStore.updateToken(ctx, sub, spyTokens(fn))
+}
+
+func (s spyStore) putConsent(ctx context.Context, sub string, fn func(*tokenRecord) (*tokenRecord, error)) error {
+	return s.tokenStore.putConsent(ctx, sub, spyTokens(fn))
+}
+
+// spyTokens records the tokens of the records fn writes.
+func spyTokens(fn func(*tokenRecord) (*tokenRecord, error)) func(*tokenRecord) (*tokenRecord, error) {
+	return func(cur *tokenRecord) (*tokenRecord, error) {
 		next, err := fn(cur)
 		if next != nil {
 			sensitive.add(next.AccessToken, next.RefreshToken)
 		}
 		return next, err
-	})
+	}
 }
 
 // testKeyset returns a new Tink keyset for a test.

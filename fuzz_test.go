@@ -66,7 +66,7 @@ func FuzzSignatureHeader(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, header string, body []byte) {
-		err := a.verifyHMAC(header, body)
+		_, _, err := a.verifyHMAC(header, body)
 		if err != nil {
 			var e *Error
 			if !errors.As(err, &e) || e.Status != statusUnauthenticated {
@@ -147,8 +147,12 @@ func (m *memStore) updateToken(context.Context, string, func(*tokenRecord) (*tok
 	return errors.New("memStore holds no tokens")
 }
 
-func (m *memStore) deleteToken(context.Context, string) error { return nil }
-func (m *memStore) close() error                              { return nil }
+func (m *memStore) putConsent(ctx context.Context, sub string, fn func(*tokenRecord) (*tokenRecord, error)) error {
+	return m.updateToken(ctx, sub, fn)
+}
+
+func (m *memStore) deleteToken(context.Context, string, func(*tokenRecord) error) error { return nil }
+func (m *memStore) close() error                                                        { return nil }
 
 // fuzzState is the state of FuzzCallbackState's one pending consent.
 // In the fuzzed Cookie header, $FLOW stands for the flow cookie sealed for

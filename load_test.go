@@ -59,12 +59,12 @@ func TestLoad(t *testing.T) {
 		access, refresh := e.google.IssueTokens(u.sub, "openid", "email", scopeChatCreate)
 		now := e.clock.Now()
 		rec := &tokenRecord{Sub: u.sub, Email: u.email, AccessToken: access, RefreshToken: refresh, Expiry: now.Add(time.Hour),
-			Scopes: []string{"openid", "email", scopeChatCreate}, Status: tokenActive, CreatedAt: now, UpdatedAt: now}
+			Scopes: []string{"openid", "email", scopeChatCreate}, Status: tokenActive, CreatedAt: now, UpdatedAt: now, ConsentedAt: now.Add(-time.Hour)}
 		if u.expired {
 			rec.Expiry = now.Add(-time.Minute)
 			e.google.ExpireAccessTokens(u.sub)
 		}
-		if err := e.srv.store.updateToken(ctx, u.sub, func(*tokenRecord) (*tokenRecord, error) { return rec, nil }); err != nil {
+		if err := e.srv.store.putConsent(ctx, u.sub, func(*tokenRecord) (*tokenRecord, error) { return rec, nil }); err != nil {
 			t.Fatalf("seed %s: %v", u.email, err)
 		}
 		users[i] = u

@@ -57,7 +57,7 @@ func newLocalStore(dir string, now func() time.Time) (*localStore, error) {
 	// The buckets are created in a write transaction only when missing: a
 	// write syncs the file (0.4 ms here), which a cold start need not wait
 	// for once the store exists (BENCHMARKS.md).
-	buckets := []string{tokensCollection, usedStatesCollection, usedStatesByExpiry}
+	buckets := []string{tokensCollection, usedStatesCollection, usedStatesByExpiry, emailsCollection}
 	missing := false
 	err = db.View(func(tx *bolt.Tx) error {
 		for _, b := range buckets {
@@ -182,32 +182,97 @@ func getLocalToken(tx *bolt.Tx, sub string) (*tokenRecord, error) {
 	return &rec, nil
 }
 
+// tokenByEmail returns the record the email names (tokenStore's rules),
+// reading its email record and the token record in one transaction.
 func (s *localStore) tokenByEmail(ctx context.Context, email string) (*tokenRecord, error) {
-	var best *tokenRecord
+	var rec *tokenRecord
 	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket([]byte(tokensCollection)).ForEach(func(k, v []byte) error {
-			var rec tokenRecord
-			if err := json.Unmarshal(v, &rec); err != nil {
-				return fmt.Errorf("decode %s: %w", k, err)
-			}
-			rec.Sub = string(k)
-			if rec.Email == email && (best == nil || rec.UpdatedAt.After(best.UpdatedAt)) {
-				best = &rec
-			}
+		alias, err := getLocalEmail(tx, email)
+		if err != nil {
+			return err
+		}
+		if alias == nil {
+			rec, err = legacyLocalToken(tx, email)
+			return err
+		}
+		if alias.Sub == "" {
 			return nil
-		})
+		}
+		if rec, err = getLocalToken(tx, alias.Sub); err == nil && rec != nil {
+			if rec.Email != email {
+				rec = nil // the account consented since with another address
+			} else {
+				rec.EmailSince = alias.Since
+			}
+		}
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: find token by email: %w", err)
 	}
-	if best == nil {
+	if rec == nil {
 		return nil, fmt.Errorf("store: find token by email: %w", errNotFound)
 	}
-	return best, nil
+	return rec, nil
+}
+
+// getLocalEmail returns an email's record, or nil when there is none.
+func getLocalEmail(tx *bolt.Tx, email string) (*emailRecord, error) {
+	v := tx.Bucket([]byte(emailsCollection)).Get([]byte(emailKey(email)))
+	if v == nil {
+		return nil, nil
+	}
+	var alias emailRecord
+	if err := json.Unmarshal(v, &alias); err != nil {
+		return nil, fmt.Errorf("decode email record: %w", err)
+	}
+	return &alias, nil
+}
+
+func putLocalEmail(tx *bolt.Tx, email string, alias *emailRecord) error {
+	v, err := json.Marshal(alias)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket([]byte(emailsCollection)).Put([]byte(emailKey(email)), v)
+}
+
+// legacyLocalToken is tokenByEmail for an email without an email record
+// (soleLegacyRecord, records.go), or nil.
+func legacyLocalToken(tx *bolt.Tx, email string) (*tokenRecord, error) {
+	var found []*tokenRecord
+	err := tx.Bucket([]byte(tokensCollection)).ForEach(func(k, v []byte) error {
+		var rec tokenRecord
+		if err := json.Unmarshal(v, &rec); err != nil {
+			return fmt.Errorf("decode %s: %w", k, err)
+		}
+		if rec.Email == email {
+			rec.Sub = string(k)
+			found = append(found, &rec)
+		}
+		return nil
+	})
+	return soleLegacyRecord(found), err
 }
 
 func (s *localStore) updateToken(ctx context.Context, sub string, fn func(cur *tokenRecord) (*tokenRecord, error)) error {
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	if err := s.writeToken(sub, fn, false); err != nil {
+		return fmt.Errorf("store: update token %s: %w", sub, err)
+	}
+	return nil
+}
+
+// putConsent is updateToken that also makes the written record's email
+// name sub, in the same transaction.
+func (s *localStore) putConsent(ctx context.Context, sub string, fn func(cur *tokenRecord) (*tokenRecord, error)) error {
+	if err := s.writeToken(sub, fn, true); err != nil {
+		return fmt.Errorf("store: put consent %s: %w", sub, err)
+	}
+	return nil
+}
+
+func (s *localStore) writeToken(sub string, fn func(cur *tokenRecord) (*tokenRecord, error), consent bool) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
 		cur, err := getLocalToken(tx, sub)
 		if err != nil {
 			return err
@@ -220,16 +285,44 @@ func (s *localStore) updateToken(ctx context.Context, sub string, fn func(cur *t
 		if err != nil {
 			return err
 		}
+		if consent {
+			prev, err := getLocalEmail(tx, next.Email)
+			if err != nil {
+				return err
+			}
+			if err := putLocalEmail(tx, next.Email, nextEmailRecord(prev, sub, next.ConsentedAt)); err != nil {
+				return err
+			}
+		}
 		return tx.Bucket([]byte(tokensCollection)).Put([]byte(sub), v)
 	})
-	if err != nil {
-		return fmt.Errorf("store: update token %s: %w", sub, err)
-	}
-	return nil
 }
 
-func (s *localStore) deleteToken(ctx context.Context, sub string) error {
+// deleteToken deletes sub's record, if check accepts it, and leaves its
+// email naming nobody if it still names sub, in one transaction.
+func (s *localStore) deleteToken(ctx context.Context, sub string, check func(cur *tokenRecord) error) error {
 	err := s.db.Update(func(tx *bolt.Tx) error {
+		cur, err := getLocalToken(tx, sub)
+		if err != nil || cur == nil {
+			return err
+		}
+		if err := checkDelete(check, cur); err != nil {
+			return err
+		}
+		alias, err := getLocalEmail(tx, cur.Email)
+		if err != nil {
+			return err
+		}
+		if alias == nil {
+			// A record from before email records: the email must still
+			// name nobody afterwards, whatever other record carries it.
+			alias = &emailRecord{Sub: sub}
+		}
+		if alias.Sub == sub {
+			if err := putLocalEmail(tx, cur.Email, emptiedEmailRecord(alias)); err != nil {
+				return err
+			}
+		}
 		return tx.Bucket([]byte(tokensCollection)).Delete([]byte(sub))
 	})
 	if err != nil {

@@ -180,6 +180,7 @@ func (s *server) handleCallback(w http.ResponseWriter, r *http.Request) error {
 			Status:       tokenActive,
 			CreatedAt:    now,
 			UpdatedAt:    now,
+			ConsentedAt:  now,
 		}
 		if cur != nil {
 			next.CreatedAt, next.LastRefreshAt = cur.CreatedAt, cur.LastRefreshAt
@@ -195,14 +196,17 @@ func (s *server) handleCallback(w http.ResponseWriter, r *http.Request) error {
 		}
 		return next, nil
 	}
-	err = s.store.updateToken(ctx, user.Sub, merge)
+	// The consent makes email name this account (README.md, "Identity"),
+	// in the same transaction: an account that consented with it before
+	// stays reachable as users/{its id} only.
+	err = s.store.putConsent(ctx, user.Sub, merge)
 	var tde *tokenDecryptError
 	if errors.As(err, &tde) {
 		// The stored record cannot be opened, so nothing in it can be kept:
 		// the fresh consent replaces it.
 		loggerFrom(ctx).Warn("replacing a stored token that cannot be decrypted", "sub", user.Sub, "error", err.Error())
-		if err = s.store.deleteToken(ctx, user.Sub); err == nil {
-			err = s.store.updateToken(ctx, user.Sub, merge)
+		if err = s.store.deleteToken(ctx, user.Sub, nil); err == nil {
+			err = s.store.putConsent(ctx, user.Sub, merge)
 		}
 	}
 	if errors.Is(err, errNoRefreshToken) {

@@ -271,7 +271,7 @@ var callbackRejectCases = []struct {
 		}
 		// The record the first callback stored is removed so that the check
 		// "nothing stored" is about the replay.
-		if err := e.srv.store.deleteToken(t.Context(), aliceSub); err != nil {
+		if err := e.srv.store.deleteToken(t.Context(), aliceSub, nil); err != nil {
 			t.Fatal(err)
 		}
 		e.google.FailTokenEndpoint(500, "replay_reached_token_endpoint", 1)

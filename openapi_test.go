@@ -416,7 +416,7 @@ func TestOpenAPI(t *testing.T) {
 
 	idToken := func(email string) string {
 		return "Bearer " + e.google.MintIDToken(map[string]any{
-			"iss": "https://accounts.google.com", "aud": audience, "sub": "4242", "email": email,
+			"iss": "https://accounts.google.com", "aud": audience, "sub": subOf(email), "email": email,
 			"email_verified": true, "iat": time.Now().Unix(), "exp": time.Now().Add(time.Hour).Unix(),
 		})
 	}
@@ -530,7 +530,9 @@ func TestOpenAPI(t *testing.T) {
 		{name: "GET", path: "/CreateSpace", method: http.MethodGet, code: 405},
 		{name: "a taken name", path: "/CreateSpace", body: `{"user":"alice@example.com","displayName":"Taken"}`,
 			setup: func(t *testing.T) {
-				b := `{"user":"alice@example.com","displayName":"Taken"}`
+				// Its own requestId: the same signed bytes would be the same
+				// request, answered with the same space.
+				b := `{"user":"alice@example.com","displayName":"Taken","requestId":"oa-taken-first"}`
 				if code, resp := e.signed("CreateSpace", b); code != 200 {
 					t.Fatalf("first Taken: %d %s", code, resp)
 				}
@@ -576,6 +578,10 @@ func TestOpenAPI(t *testing.T) {
 		{name: "revocation fails", path: "/Disconnect", body: `{"user":"alice@example.com"}`, setup: func(*testing.T) { e.google.FailRevoke(500, 1) }, code: 502},
 		{name: "Secret Manager down at cold start", path: "/Disconnect", body: `{"user":"alice@example.com"}`, setup: secretManagerDown, code: 503},
 		{name: "revocation hangs", path: "/Disconnect", body: `{"user":"alice@example.com"}`, setup: hangingRevoke, code: 504},
+		{name: "signed before the latest consent", path: "/Disconnect", body: `{"user":"alice@example.com"}`, setup: func(*testing.T) { e.connect() },
+			auth: func(body string) map[string]string {
+				return map[string]string{"X-Signature": signBody(testWebhookSecret, e.clock.Now().Add(-2*time.Second), []byte(body))}
+			}, validRequest: yes, code: 409},
 		{name: "alice", path: "/Disconnect", body: `{"user":"alice@example.com"}`, validRequest: yes, code: 200},
 	}
 

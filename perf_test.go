@@ -46,6 +46,12 @@ func (c *countingStore) updateToken(ctx context.Context, sub string, fn func(cur
 	return c.tokenStore.updateToken(ctx, sub, fn)
 }
 
+func (c *countingStore) putConsent(ctx context.Context, sub string, fn func(cur *tokenRecord) (*tokenRecord, error)) error {
+	c.reads.Add(1)
+	c.updates.Add(1)
+	return c.tokenStore.putConsent(ctx, sub, fn)
+}
+
 // perfEnv is a server on one store with a fake Google, its store wrapped
 // in a countingStore, and the CreateSpace handler as the Functions
 // Framework would call it.
@@ -115,8 +121,8 @@ func (e *perfEnv) seed(t testing.TB, n int, expiry time.Time) (sub, email string
 	access, refresh := e.google.IssueTokens(sub, scopeChatCreate)
 	now := e.clock.Now()
 	rec := &tokenRecord{Sub: sub, Email: email, AccessToken: access, RefreshToken: refresh, Expiry: expiry,
-		Scopes: []string{scopeChatCreate}, Status: tokenActive, CreatedAt: now, UpdatedAt: now}
-	err := e.srv.store.updateToken(context.Background(), sub, func(*tokenRecord) (*tokenRecord, error) { return rec, nil })
+		Scopes: []string{scopeChatCreate}, Status: tokenActive, CreatedAt: now, UpdatedAt: now, ConsentedAt: now.Add(-time.Hour)}
+	err := e.srv.store.putConsent(context.Background(), sub, func(*tokenRecord) (*tokenRecord, error) { return rec, nil })
 	if err != nil {
 		t.Fatal(err)
 	}

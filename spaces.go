@@ -3,8 +3,6 @@ package chatauth
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -91,21 +89,26 @@ func (s *server) handleCreateSpace(w http.ResponseWriter, r *http.Request) error
 	if err := req.validate(); err != nil {
 		return err
 	}
-	if err := c.mayActAs(req.User); err != nil {
+	user, email, err := c.actAs(req.User)
+	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.chatDeadline)
 	defer cancel()
-	p, err := s.lookupUser(ctx, req.User, "")
+	p, err := s.lookupUser(ctx, user, email)
 	if err != nil {
 		return err
 	}
+	if !strings.HasPrefix(user, "users/") {
+		if err := c.emailNamedBefore(strings.ToLower(user), p.emailSince); err != nil {
+			return err
+		}
+	}
 	if req.RequestID == "" {
-		// One id for every try of this request, so a retry after a lost
-		// answer cannot create a second space.
-		b := make([]byte, 16)
-		rand.Read(b)
-		req.RequestID = "chatauth-" + hex.EncodeToString(b)
+		// Derived from the signed request, so that the same signed bytes
+		// mean the same space: Chat answers a requestId it has seen from
+		// the same user with the space it made then.
+		req.RequestID = c.requestID()
 	}
 	space, err := s.createSpace(ctx, p, &req)
 	if err != nil {

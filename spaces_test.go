@@ -167,7 +167,7 @@ func TestCreateSpaceIDTokenCaller(t *testing.T) {
 
 	token := func(email string, edit func(map[string]any)) string {
 		c := map[string]any{
-			"iss": "https://accounts.google.com", "aud": audience, "sub": "999", "email": email,
+			"iss": "https://accounts.google.com", "aud": audience, "sub": aliceSub, "email": email,
 			"email_verified": true, "iat": time.Now().Unix(), "exp": time.Now().Add(time.Hour).Unix(),
 		}
 		if edit != nil {
@@ -175,6 +175,7 @@ func TestCreateSpaceIDTokenCaller(t *testing.T) {
 		}
 		return "Bearer " + g.MintIDToken(c)
 	}
+	otherAccount := func(c map[string]any) { c["sub"] = "999" }
 	body := `{"user":"alice@example.com","displayName":"From Apps Script"}`
 	for _, tc := range []struct {
 		name   string
@@ -183,6 +184,10 @@ func TestCreateSpaceIDTokenCaller(t *testing.T) {
 		status string
 	}{
 		{"self", token("Alice@example.com", nil), 200, ""},
+		// A token for alice@ from another account is not the account that
+		// consented as alice@: it is asked to consent itself.
+		{"same email, another account", token(aliceEmail, otherAccount), 403, statusAuthorizationRequired},
+		{"same email, another account, as users/{stored id}", token(aliceEmail, otherAccount), 403, statusPermissionDenied},
 		{"trusted for another", token("scheduler@p.iam.gserviceaccount.com", nil), 200, ""},
 		{"untrusted for another", token("mallory@example.com", nil), 403, statusPermissionDenied},
 		{"wrong audience", token(aliceEmail, func(c map[string]any) { c["aud"] = "https://other.example" }), 401, statusUnauthenticated},
@@ -192,7 +197,11 @@ func TestCreateSpaceIDTokenCaller(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := g.TotalChatCalls()
-			code, resp, _ := e.post("CreateSpace", strings.Replace(body, "From", tc.name, 1), map[string]string{"Authorization": tc.auth})
+			b := body
+			if strings.Contains(tc.name, "users/{stored id}") {
+				b = strings.Replace(b, aliceEmail, "users/"+aliceSub, 1)
+			}
+			code, resp, _ := e.post("CreateSpace", strings.Replace(b, "From", tc.name, 1), map[string]string{"Authorization": tc.auth})
 			if code != tc.code {
 				t.Fatalf("got %d, want %d: %s", code, tc.code, resp)
 			}
@@ -577,8 +586,8 @@ func BenchmarkCreateSpaceWarm(b *testing.B) {
 	defer s.close()
 	access, refresh := g.IssueTokens(aliceSub, scopeChatCreate)
 	rec := &tokenRecord{Sub: aliceSub, Email: aliceEmail, AccessToken: access, RefreshToken: refresh,
-		Expiry: time.Now().Add(time.Hour), Status: tokenActive, Scopes: []string{scopeChatCreate}}
-	s.store.updateToken(context.Background(), aliceSub, func(*tokenRecord) (*tokenRecord, error) { return rec, nil })
+		Expiry: time.Now().Add(time.Hour), Status: tokenActive, Scopes: []string{scopeChatCreate}, ConsentedAt: time.Now().Add(-time.Hour)}
+	s.store.putConsent(context.Background(), aliceSub, func(*tokenRecord) (*tokenRecord, error) { return rec, nil })
 	inst := &instance{log: s.log}
 	inst.srv.Store(s)
 	h := inst.handler(function{"CreateSpace", (*server).handleCreateSpace, false})

@@ -116,15 +116,49 @@ func decodeToken(snap *firestore.DocumentSnapshot) (*tokenRecord, error) {
 	return &rec, nil
 }
 
-// tokenByEmail finds the record of an email. Should an email ever map to
-// two accounts (an account deleted and re-created), the one updated last
-// wins.
+// tokenByEmail returns the record the email names (tokenStore's rules):
+// its email record, then the token record of the sub it names.
 func (s *firestoreStore) tokenByEmail(ctx context.Context, email string) (*tokenRecord, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
+	snap, err := s.client.Collection(emailsCollection).Doc(emailKey(email)).Get(ctx)
+	if status.Code(err) == codes.NotFound {
+		return s.legacyTokenByEmail(ctx, email)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: find token by email: %w", opErr(ctx, err))
+	}
+	var alias emailRecord
+	if err := snap.DataTo(&alias); err != nil {
+		return nil, fmt.Errorf("store: decode email record: %w", err)
+	}
+	if alias.Sub == "" {
+		return nil, fmt.Errorf("store: find token by email: %w", errNotFound)
+	}
+	tsnap, err := s.client.Collection(tokensCollection).Doc(alias.Sub).Get(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("store: find token by email: %w", opErr(ctx, err))
+	}
+	rec, err := decodeToken(tsnap)
+	if err != nil {
+		return nil, err
+	}
+	if rec.Email != email {
+		// The account consented since with another address.
+		return nil, fmt.Errorf("store: find token by email: %w", errNotFound)
+	}
+	rec.EmailSince = alias.Since
+	return rec, nil
+}
+
+// legacyTokenByEmail is tokenByEmail for an email that has no email
+// record: the one record carrying it that predates consentedAt, if
+// exactly one does. Two such records leave the email naming nobody until
+// one of the accounts consents again.
+func (s *firestoreStore) legacyTokenByEmail(ctx context.Context, email string) (*tokenRecord, error) {
 	it := s.client.Collection(tokensCollection).Where("email", "==", email).Limit(10).Documents(ctx)
 	defer it.Stop()
-	var best *tokenRecord
+	var found []*tokenRecord
 	for {
 		snap, err := it.Next()
 		if errors.Is(err, iterator.Done) {
@@ -137,20 +171,34 @@ func (s *firestoreStore) tokenByEmail(ctx context.Context, email string) (*token
 		if err != nil {
 			return nil, err
 		}
-		if best == nil || rec.UpdatedAt.After(best.UpdatedAt) {
-			best = rec
-		}
+		found = append(found, rec)
 	}
-	if best == nil {
-		return nil, fmt.Errorf("store: find token by email: %w", errNotFound)
+	if rec := soleLegacyRecord(found); rec != nil {
+		return rec, nil
 	}
-	return best, nil
+	return nil, fmt.Errorf("store: find token by email: %w", errNotFound)
 }
 
 // updateToken runs fn on the current record (nil when there is none) in a
 // transaction and writes what fn returns; a nil result writes nothing. fn
 // may run more than once and must not call out of the process.
 func (s *firestoreStore) updateToken(ctx context.Context, sub string, fn func(cur *tokenRecord) (*tokenRecord, error)) error {
+	if err := s.writeToken(ctx, sub, fn, false); err != nil {
+		return fmt.Errorf("store: update token %s: %w", sub, err)
+	}
+	return nil
+}
+
+// putConsent is updateToken that also makes the written record's email
+// name sub, in the same transaction.
+func (s *firestoreStore) putConsent(ctx context.Context, sub string, fn func(cur *tokenRecord) (*tokenRecord, error)) error {
+	if err := s.writeToken(ctx, sub, fn, true); err != nil {
+		return fmt.Errorf("store: put consent %s: %w", sub, err)
+	}
+	return nil
+}
+
+func (s *firestoreStore) writeToken(ctx context.Context, sub string, fn func(cur *tokenRecord) (*tokenRecord, error), consent bool) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	doc := s.client.Collection(tokensCollection).Doc(sub)
@@ -170,21 +218,79 @@ func (s *firestoreStore) updateToken(ctx context.Context, sub string, fn func(cu
 		if err != nil || next == nil {
 			return err
 		}
+		if consent {
+			aliasDoc := s.client.Collection(emailsCollection).Doc(emailKey(next.Email))
+			prev, err := txEmail(tx, aliasDoc)
+			if err != nil {
+				return err
+			}
+			if err := tx.Set(aliasDoc, nextEmailRecord(prev, sub, next.ConsentedAt)); err != nil {
+				return err
+			}
+		}
 		return tx.Set(doc, next)
 	})
+	return opErr(ctx, err)
+}
+
+// deleteToken deletes sub's record, if check accepts it, and leaves its
+// email naming nobody if it still names sub, in one transaction.
+func (s *firestoreStore) deleteToken(ctx context.Context, sub string, check func(cur *tokenRecord) error) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	doc := s.client.Collection(tokensCollection).Doc(sub)
+	err := s.client.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
+		snap, err := tx.Get(doc)
+		if status.Code(err) == codes.NotFound {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		cur, err := decodeToken(snap)
+		if err != nil {
+			return err
+		}
+		if err := checkDelete(check, cur); err != nil {
+			return err
+		}
+		aliasDoc := s.client.Collection(emailsCollection).Doc(emailKey(cur.Email))
+		alias, err := txEmail(tx, aliasDoc)
+		if err != nil {
+			return err
+		}
+		if alias == nil {
+			// A record from before email records: the email must still
+			// name nobody afterwards, whatever other record carries it.
+			alias = &emailRecord{Sub: sub}
+		}
+		if alias.Sub == sub {
+			if err := tx.Set(aliasDoc, emptiedEmailRecord(alias)); err != nil {
+				return err
+			}
+		}
+		return tx.Delete(doc)
+	})
 	if err != nil {
-		return fmt.Errorf("store: update token %s: %w", sub, opErr(ctx, err))
+		return fmt.Errorf("store: delete token %s: %w", sub, opErr(ctx, err))
 	}
 	return nil
 }
 
-func (s *firestoreStore) deleteToken(ctx context.Context, sub string) error {
-	ctx, cancel := s.bound(ctx)
-	defer cancel()
-	if _, err := s.client.Collection(tokensCollection).Doc(sub).Delete(ctx); err != nil {
-		return fmt.Errorf("store: delete token %s: %w", sub, opErr(ctx, err))
+// txEmail reads an email record in tx, or nil when there is none.
+func txEmail(tx *firestore.Transaction, doc *firestore.DocumentRef) (*emailRecord, error) {
+	snap, err := tx.Get(doc)
+	if status.Code(err) == codes.NotFound {
+		return nil, nil
 	}
-	return nil
+	if err != nil {
+		return nil, err
+	}
+	var alias emailRecord
+	if err := snap.DataTo(&alias); err != nil {
+		return nil, fmt.Errorf("decode email record: %w", err)
+	}
+	return &alias, nil
 }
 
 func (s *firestoreStore) close() error { return s.client.Close() }

@@ -45,6 +45,9 @@ func TestStore(t *testing.T) {
 			t.Run("update merges", func(t *testing.T) { testUpdateMerges(t, newTestStore(t, kind)) })
 			t.Run("lookup by email", func(t *testing.T) { testLookupByEmail(t, newTestStore(t, kind)) })
 			t.Run("state used once", func(t *testing.T) { testStateUsedOnce(t, newTestStore(t, kind)) })
+			t.Run("records from before email records", func(t *testing.T) { testLegacyRecords(t, newTestStore(t, kind)) })
+			t.Run("delete checked", func(t *testing.T) { testDeleteChecked(t, newTestStore(t, kind)) })
+			t.Run("concurrent consents", func(t *testing.T) { testConcurrentConsents(t, newTestStore(t, kind)) })
 			t.Run("concurrent updates", func(t *testing.T) { testConcurrentUpdates(t, newTestStore(t, kind)) })
 		})
 	}
@@ -88,7 +91,7 @@ func testTokenRoundTrip(t *testing.T, s tokenStore) {
 	if diff := cmp.Diff(want, got, timeEqual); diff != "" {
 		t.Errorf("getToken mismatch (-want +got):\n%s", diff)
 	}
-	if err := s.deleteToken(ctx, "111"); err != nil {
+	if err := s.deleteToken(ctx, "111", nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.getToken(ctx, "111"); !errors.Is(err, errNotFound) {
@@ -142,20 +145,200 @@ func testUpdateMerges(t *testing.T, s tokenStore) {
 	}
 }
 
+// consent stores rec as a consent (putConsent), given at `at`.
+func consent(t *testing.T, s tokenStore, rec *tokenRecord, at time.Time) {
+	t.Helper()
+	c := *rec
+	c.ConsentedAt, c.UpdatedAt = at, at
+	if err := s.putConsent(t.Context(), rec.Sub, func(*tokenRecord) (*tokenRecord, error) { return &c, nil }); err != nil {
+		t.Fatalf("putConsent(%s): %v", rec.Sub, err)
+	}
+}
+
+// wantEmailNames checks which account email names: sub, or nobody ("").
+func wantEmailNames(t *testing.T, s tokenStore, email, sub, when string) {
+	t.Helper()
+	got, err := s.tokenByEmail(t.Context(), email)
+	switch {
+	case sub == "" && !errors.Is(err, errNotFound):
+		t.Errorf("%s: tokenByEmail(%s) = %v, %v; want errNotFound (the email names nobody)", when, email, got, err)
+	case sub != "" && (err != nil || got.Sub != sub || got.Email != email):
+		t.Errorf("%s: tokenByEmail(%s) = %+v, %v; want the record of %s", when, email, got, err, sub)
+	}
+}
+
+// testLookupByEmail: an email names the last account that consented with
+// it; refreshes never move it, and Disconnect leaves it naming nobody.
 func testLookupByEmail(t *testing.T, s tokenStore) {
 	ctx := t.Context()
-	put(t, s, sampleToken("444", "c@example.com"))
-	newer := sampleToken("555", "c@example.com")
-	newer.UpdatedAt = sampleTime.Add(time.Minute)
-	put(t, s, newer)
-	put(t, s, sampleToken("666", "d@example.com"))
-	got, err := s.tokenByEmail(ctx, "c@example.com")
-	if err != nil || got.Sub != "555" {
-		t.Errorf("tokenByEmail(c@): got %v, %v; want sub 555 (the one updated last)", got, err)
+	wantEmailNames(t, s, "nobody@example.com", "", "never used")
+	consent(t, s, sampleToken("444", "c@example.com"), sampleTime)
+	wantEmailNames(t, s, "c@example.com", "444", "after 444 consented")
+	consent(t, s, sampleToken("555", "c@example.com"), sampleTime.Add(time.Minute))
+	consent(t, s, sampleToken("666", "d@example.com"), sampleTime.Add(time.Minute))
+	wantEmailNames(t, s, "c@example.com", "555", "after 555 consented with the same email")
+
+	// A refresh of the older record, however recent, moves nothing.
+	err := s.updateToken(ctx, "444", func(cur *tokenRecord) (*tokenRecord, error) {
+		next := *cur
+		next.AccessToken, next.UpdatedAt, next.LastRefreshAt = "ya29.refreshed", sampleTime.Add(time.Hour), sampleTime.Add(time.Hour)
+		return &next, nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, err := s.tokenByEmail(ctx, "nobody@example.com"); !errors.Is(err, errNotFound) {
-		t.Errorf("tokenByEmail(nobody@): got %v, want errNotFound", err)
+	wantEmailNames(t, s, "c@example.com", "555", "after a refresh of 444")
+	if got, err := s.getToken(ctx, "444"); err != nil || got.Email != "c@example.com" {
+		t.Errorf("the earlier consent by its id: got %v, %v; want it kept until revoked", got, err)
 	}
+
+	// Disconnect of the newer account: the email names nobody, even though
+	// 444's record still carries it.
+	if err := s.deleteToken(ctx, "555", nil); err != nil {
+		t.Fatal(err)
+	}
+	wantEmailNames(t, s, "c@example.com", "", "after 555 disconnected")
+	// Disconnect of an account the email no longer names leaves it alone.
+	consent(t, s, sampleToken("555", "c@example.com"), sampleTime.Add(2*time.Hour))
+	if err := s.deleteToken(ctx, "444", nil); err != nil {
+		t.Fatal(err)
+	}
+	wantEmailNames(t, s, "c@example.com", "555", "after 444, which the email no longer named, disconnected")
+	wantEmailNames(t, s, "d@example.com", "666", "another email")
+
+	// EmailSince: when the email came to name its account. A consent by
+	// that account keeps it; one by another account, or after a Disconnect
+	// by another account, starts it again.
+	since := func(email string) time.Time {
+		t.Helper()
+		got, err := s.tokenByEmail(ctx, email)
+		if err != nil {
+			t.Fatalf("tokenByEmail(%s): %v", email, err)
+		}
+		return got.EmailSince
+	}
+	if got := since("d@example.com"); !got.IsZero() {
+		t.Errorf("d@ names the first account it named since %v, want no time", got)
+	}
+	if got, want := since("c@example.com"), sampleTime.Add(time.Minute); !got.Equal(want) {
+		t.Errorf("c@ names 555 since %v, want %v (its consent after 444's)", got, want)
+	}
+	consent(t, s, sampleToken("555", "c@example.com"), sampleTime.Add(3*time.Hour))
+	if got, want := since("c@example.com"), sampleTime.Add(time.Minute); !got.Equal(want) {
+		t.Errorf("after 555 consented again: since %v, want %v (kept)", got, want)
+	}
+	if err := s.deleteToken(ctx, "555", nil); err != nil {
+		t.Fatal(err)
+	}
+	consent(t, s, sampleToken("555", "c@example.com"), sampleTime.Add(4*time.Hour))
+	if got, want := since("c@example.com"), sampleTime.Add(time.Minute); !got.Equal(want) {
+		t.Errorf("after 555 disconnected and consented again: since %v, want %v (kept)", got, want)
+	}
+	if err := s.deleteToken(ctx, "555", nil); err != nil {
+		t.Fatal(err)
+	}
+	consent(t, s, sampleToken("444", "c@example.com"), sampleTime.Add(5*time.Hour))
+	if got, want := since("c@example.com"), sampleTime.Add(5*time.Hour); !got.Equal(want) {
+		t.Errorf("after 444 took c@ back: since %v, want %v", got, want)
+	}
+
+	// An account that consents with another address leaves the old one
+	// naming nobody; the address is lowercase and may hold a '/'.
+	consent(t, s, sampleToken("666", "d/2@example.com"), sampleTime.Add(2*time.Hour))
+	wantEmailNames(t, s, "d@example.com", "", "after 666 moved to d/2@")
+	wantEmailNames(t, s, "d/2@example.com", "666", "after 666 moved to d/2@")
+	// Deleting a record that is not there is no error.
+	if err := s.deleteToken(ctx, "999", nil); err != nil {
+		t.Errorf("deleteToken of a missing record: %v", err)
+	}
+}
+
+// testLegacyRecords: records written before email records existed (no
+// consentedAt, no email record) still answer to their email, as long as
+// one record alone carries it, and a Disconnect leaves the email naming
+// nobody.
+func testLegacyRecords(t *testing.T, s tokenStore) {
+	ctx := t.Context()
+	put(t, s, sampleToken("101", "old@example.com"))
+	wantEmailNames(t, s, "old@example.com", "101", "one record from before")
+	put(t, s, sampleToken("102", "old@example.com"))
+	wantEmailNames(t, s, "old@example.com", "", "two records from before")
+	if err := s.deleteToken(ctx, "102", nil); err != nil {
+		t.Fatal(err)
+	}
+	wantEmailNames(t, s, "old@example.com", "", "after one of them disconnected")
+	if _, err := s.getToken(ctx, "101"); err != nil {
+		t.Errorf("the other legacy record: %v", err)
+	}
+	consent(t, s, sampleToken("101", "old@example.com"), sampleTime)
+	wantEmailNames(t, s, "old@example.com", "101", "after it consented again")
+}
+
+// testDeleteChecked: deleteToken asks check first, and a refusal deletes
+// nothing.
+func testDeleteChecked(t *testing.T, s tokenStore) {
+	ctx := t.Context()
+	consent(t, s, sampleToken("303", "f@example.com"), sampleTime)
+	refused := errors.New("consented after the request was signed")
+	var saw *tokenRecord
+	err := s.deleteToken(ctx, "303", func(cur *tokenRecord) error { saw = cur; return refused })
+	if !errors.Is(err, refused) {
+		t.Errorf("deleteToken with a refusing check: got %v, want it to wrap %v", err, refused)
+	}
+	if saw == nil || saw.Sub != "303" || saw.Email != "f@example.com" || !saw.ConsentedAt.Equal(sampleTime) || saw.RefreshToken != "" || saw.AccessToken != "" {
+		t.Errorf("check saw %+v, want the stored record of 303 without its tokens", saw)
+	}
+	wantEmailNames(t, s, "f@example.com", "303", "after a refused delete")
+	if err := s.deleteToken(ctx, "303", func(*tokenRecord) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.getToken(ctx, "303"); !errors.Is(err, errNotFound) {
+		t.Errorf("after an accepted delete: got %v, want errNotFound", err)
+	}
+	wantEmailNames(t, s, "f@example.com", "", "after an accepted delete")
+}
+
+// testConcurrentConsents: accounts consenting with one email at once
+// leave it naming exactly one of them, whose record carries it, and each
+// account reachable by its id.
+func testConcurrentConsents(t *testing.T, s tokenStore) {
+	ctx := t.Context()
+	patient(s)
+	const accounts = 6
+	var wg sync.WaitGroup
+	for i := range accounts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rec := sampleToken(fmt.Sprint(800+i), "g@example.com")
+			rec.ConsentedAt = sampleTime.Add(time.Duration(i) * time.Second)
+			if err := s.putConsent(ctx, rec.Sub, func(*tokenRecord) (*tokenRecord, error) { return rec, nil }); err != nil {
+				t.Errorf("putConsent(%s): %v", rec.Sub, err)
+			}
+		}()
+	}
+	wg.Wait()
+	got, err := s.tokenByEmail(ctx, "g@example.com")
+	if err != nil {
+		t.Fatalf("tokenByEmail after concurrent consents: %v", err)
+	}
+	for i := range accounts {
+		sub := fmt.Sprint(800 + i)
+		if _, err := s.getToken(ctx, sub); err != nil {
+			t.Errorf("getToken(%s): %v", sub, err)
+		}
+		if sub != got.Sub {
+			// Disconnecting an account the email does not name leaves it.
+			if err := s.deleteToken(ctx, sub, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	wantEmailNames(t, s, "g@example.com", got.Sub, "after the others disconnected")
+	if err := s.deleteToken(ctx, got.Sub, nil); err != nil {
+		t.Fatal(err)
+	}
+	wantEmailNames(t, s, "g@example.com", "", "after all disconnected")
 }
 
 // testStateUsedOnce: of racing markStateUsed calls for one state exactly

@@ -82,7 +82,7 @@ func TestTokenCacheOtherInstance(t *testing.T) {
 		// Another instance deletes the record without revoking anything
 		// at Google, so the cached token is still good there.
 		b := e.newServer()
-		if err := b.store.deleteToken(context.Background(), aliceSub); err != nil {
+		if err := b.store.deleteToken(context.Background(), aliceSub, nil); err != nil {
 			t.Fatal(err)
 		}
 		if code, body := e.createN(2); code != 200 {
@@ -123,7 +123,7 @@ func TestTokenCacheRace(t *testing.T) {
 	now := time.Now()
 	rec := &tokenRecord{Sub: "1", Email: "a@example.com", AccessToken: "old", Expiry: now.Add(time.Hour)}
 	gen := c.generation()
-	c.forget("1") // a write happens while the read is under way
+	c.forget("1", "") // a write happens while the read is under way
 	c.put("users/1", gen, rec, now)
 	if _, ok := c.get("users/1", now); ok {
 		t.Fatal("a read that raced a write was kept")
@@ -145,13 +145,13 @@ func TestTokenCacheRace(t *testing.T) {
 			t.Errorf("%s: got %v, want %v", tc.name, ok, tc.want)
 		}
 	}
-	c.forget("1")
+	c.forget("1", "")
 	if _, ok := c.get("users/1", now); ok {
 		t.Error("forget kept the entry")
 	}
 	var off *tokenCache
 	off.put("users/1", off.generation(), rec, now)
-	off.forget("1")
+	off.forget("1", "")
 	if _, ok := off.get("users/1", now); ok {
 		t.Error("a nil cache served a token")
 	}

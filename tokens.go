@@ -22,17 +22,19 @@ var errUserUnknown = errors.New("no stored consent")
 // lookupConsent finds the stored consent of a user named as "users/{id}"
 // or as an email. It is the one store read of a warm request. (lookupUser,
 // in delegation.go, decides whether consent or delegation serves a user.)
-func (s *server) lookupConsent(ctx context.Context, user string) (*tokenRecord, error) {
+// email, when not empty, is the user's verified address, named in the
+// answer that asks them to consent.
+func (s *server) lookupConsent(ctx context.Context, user, email string) (*tokenRecord, error) {
 	rec, err := s.findRecord(ctx, user)
 	var tde *tokenDecryptError
 	switch {
 	case errors.Is(err, errNotFound):
-		return nil, s.notAuthorized(user, "", errUserUnknown)
+		return nil, s.notAuthorized(user, email, errUserUnknown)
 	case errors.As(err, &tde):
 		// A token the keyset cannot open (a key removed too early, or a
 		// tampered record) is as good as none: the user consents again,
 		// which replaces the record.
-		return nil, s.notAuthorized(user, "", err)
+		return nil, s.notAuthorized(user, email, err)
 	case err != nil:
 		return nil, err
 	case rec.Status == tokenNeedsReauth || rec.RefreshToken == "":
@@ -220,6 +222,7 @@ type cachedToken struct {
 	sub, email, accessToken string
 	expiry                  time.Time // the access token's
 	until                   time.Time // the entry's
+	emailSince              time.Time // for an entry by email: tokenRecord.EmailSince
 }
 
 // newTokenCache returns a cache with the bound ttl, or nil (off) for a
@@ -271,12 +274,13 @@ func (c *tokenCache) put(user string, gen uint64, rec *tokenRecord, now time.Tim
 	if len(c.entries) >= tokenCacheMax {
 		clear(c.entries)
 	}
-	c.entries[user] = cachedToken{sub: rec.Sub, email: rec.Email, accessToken: rec.AccessToken, expiry: rec.Expiry, until: now.Add(c.ttl)}
+	c.entries[user] = cachedToken{sub: rec.Sub, email: rec.Email, accessToken: rec.AccessToken, expiry: rec.Expiry, until: now.Add(c.ttl), emailSince: rec.EmailSince}
 }
 
-// forget drops every entry of sub and fails the puts of reads that
-// started before it.
-func (c *tokenCache) forget(sub string) {
+// forget drops every entry of sub, and the entry of the name email (an
+// account's email, which may have named another sub until now), and fails
+// the puts of reads that started before it.
+func (c *tokenCache) forget(sub, email string) {
 	if c == nil {
 		return
 	}
@@ -284,7 +288,7 @@ func (c *tokenCache) forget(sub string) {
 	defer c.mu.Unlock()
 	c.gen++
 	for user, e := range c.entries {
-		if e.sub == sub {
+		if e.sub == sub || user == email {
 			delete(c.entries, user)
 		}
 	}
@@ -293,21 +297,36 @@ func (c *tokenCache) forget(sub string) {
 // forgettingStore is the server's token store: every token write through
 // it also drops the writer's user from the instance's cache, before the
 // write (so no request starts from the old token after it) and after it
-// (so no read that raced it is kept). TestStoreWrappersCoverTokenStore
-// makes every tokenStore method a decision here.
+// (so no read that raced it is kept). A consent also drops the entry of
+// its email, which until then may have named another account.
+// TestStoreWrappersCoverTokenStore makes every tokenStore method a
+// decision here.
 type forgettingStore struct {
 	tokenStore
 	cache *tokenCache
 }
 
 func (s *forgettingStore) updateToken(ctx context.Context, sub string, fn func(cur *tokenRecord) (*tokenRecord, error)) error {
-	s.cache.forget(sub)
-	defer s.cache.forget(sub)
+	s.cache.forget(sub, "")
+	defer s.cache.forget(sub, "")
 	return s.tokenStore.updateToken(ctx, sub, fn)
 }
 
-func (s *forgettingStore) deleteToken(ctx context.Context, sub string) error {
-	s.cache.forget(sub)
-	defer s.cache.forget(sub)
-	return s.tokenStore.deleteToken(ctx, sub)
+func (s *forgettingStore) putConsent(ctx context.Context, sub string, fn func(cur *tokenRecord) (*tokenRecord, error)) error {
+	var email string
+	s.cache.forget(sub, "")
+	defer func() { s.cache.forget(sub, email) }()
+	return s.tokenStore.putConsent(ctx, sub, func(cur *tokenRecord) (*tokenRecord, error) {
+		next, err := fn(cur)
+		if next != nil {
+			email = next.Email
+		}
+		return next, err
+	})
+}
+
+func (s *forgettingStore) deleteToken(ctx context.Context, sub string, check func(cur *tokenRecord) error) error {
+	s.cache.forget(sub, "")
+	defer s.cache.forget(sub, "")
+	return s.tokenStore.deleteToken(ctx, sub, check)
 }
