@@ -28,6 +28,13 @@ type tokenRecord struct {
 	UpdatedAt     time.Time `firestore:"updatedAt" json:"updatedAt"`
 	LastRefreshAt time.Time `firestore:"lastRefreshAt" json:"lastRefreshAt"`
 	LastError     string    `firestore:"lastError" json:"lastError"`
+
+	// RefreshLease and RefreshLeaseUntil are the claim on the refresh
+	// under way, if any (lease.go): a random id per claim, and when the
+	// claim lapses by the claimant's clock. Both are absent when no refresh
+	// holds the record; every token write other than a claim removes them.
+	RefreshLease      string    `firestore:"refreshLease,omitempty" json:"refreshLease,omitempty"`
+	RefreshLeaseUntil time.Time `firestore:"refreshLeaseUntil,omitempty" json:"refreshLeaseUntil,omitzero"`
 }
 
 // stateRecord is one pending consent: chatauth_states/{hash(state)}. The
