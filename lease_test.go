@@ -398,18 +398,22 @@ func TestLeaseTokenEndpointFails(t *testing.T) {
 
 // TestRefreshKeepsNewerConsent: a refresh that began before a re-consent
 // never overwrites it — not its tokens, scopes, status or dates — whether
-// the refresh then succeeds or meets invalid_grant because the old grant
-// was revoked; and an instance waiting on that refresh's lease is served
-// with the re-consent's token.
+// the refresh then succeeds, the re-consent kept the stored refresh token
+// (Google sent none), or the refresh meets invalid_grant because the old
+// grant was revoked; and an instance waiting on that refresh's lease is
+// served with the re-consent's token.
 func TestRefreshKeepsNewerConsent(t *testing.T) {
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
-			for _, revokeOld := range []bool{false, true} {
-				name := "refresh succeeds"
-				if revokeOld {
-					name = "old grant revoked"
-				}
-				t.Run(name, func(t *testing.T) {
+			for _, tc := range []struct {
+				name                string
+				keepRefresh, revoke bool
+			}{
+				{"refresh succeeds", false, false},
+				{"refresh token kept by the re-consent", true, false},
+				{"old grant revoked", false, true},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
 					e, nodes, hold := expiredAlice(t, kind, 2)
 					old := e.storedToken(aliceSub)
 					var f inFlight
@@ -419,24 +423,32 @@ func TestRefreshKeepsNewerConsent(t *testing.T) {
 					eventually(t, "the second instance waits for the lease", nodes[1].waiting)
 					// The user consents again meanwhile, granting one more scope.
 					e.google.SetGrantedScopes("openid", fakegoogle.ScopeEmail, scopeChatCreate, "https://www.googleapis.com/auth/chat.spaces")
+					e.google.SetOmitRefreshToken(tc.keepRefresh)
 					renewed := e.connect()
-					if renewed.RefreshToken == old.RefreshToken || len(renewed.Scopes) == len(old.Scopes) {
-						t.Fatalf("the re-consent did not change the consent: %d scopes, new refresh token %v", len(renewed.Scopes), renewed.RefreshToken != old.RefreshToken)
+					if (renewed.RefreshToken == old.RefreshToken) != tc.keepRefresh || len(renewed.Scopes) == len(old.Scopes) {
+						t.Fatalf("the re-consent is not the one wanted: %d scopes, new refresh token %v", len(renewed.Scopes), renewed.RefreshToken != old.RefreshToken)
 					}
-					if revokeOld {
+					if tc.revoke {
 						resp, err := http.PostForm(e.google.RevokeURL(), url.Values{"token": {old.RefreshToken}})
-						if err != nil || resp.StatusCode != http.StatusOK {
-							t.Fatalf("revoke the old grant: %v %v", resp, err)
+						if err != nil {
+							t.Fatalf("revoke the old grant: %v", err)
 						}
 						resp.Body.Close()
+						if resp.StatusCode != http.StatusOK {
+							t.Fatalf("revoke the old grant: %s", resp.Status)
+						}
 					}
 					hold.Release()
 					answers := f.wait()
 					if a := answers["Waiter"]; a.code != http.StatusOK {
 						t.Errorf("the waiting instance: got %d, want 200: %s", a.code, a.body)
 					}
-					if a := answers["Began before the re-consent"]; revokeOld && a.code != http.StatusForbidden || !revokeOld && a.code != http.StatusOK {
-						t.Errorf("the refreshing request: got %d: %s", a.code, a.body)
+					want := http.StatusOK
+					if tc.revoke {
+						want = http.StatusForbidden
+					}
+					if a := answers["Began before the re-consent"]; a.code != want {
+						t.Errorf("the refreshing request: got %d, want %d: %s", a.code, want, a.body)
 					}
 					if diff := cmp.Diff(renewed, e.storedToken(aliceSub), timeEqual); diff != "" {
 						t.Errorf("the refresh changed the newer consent (-re-consent +after):\n%s", diff)
@@ -450,6 +462,41 @@ func TestRefreshKeepsNewerConsent(t *testing.T) {
 						}
 					}
 				})
+			}
+		})
+	}
+}
+
+// TestLeaseDoesNotBlockDisconnect: Disconnect goes through while a refresh
+// holds the lease; the instance waiting on that lease answers
+// AUTHORIZATION_REQUIRED once the record is gone, without the holder
+// finishing, and the refresh, when it returns, does not bring the record
+// back.
+func TestLeaseDoesNotBlockDisconnect(t *testing.T) {
+	for _, kind := range storeKinds {
+		t.Run(kind, func(t *testing.T) {
+			e, nodes, hold := expiredAlice(t, kind, 2)
+			var holder, waiter inFlight
+			holder.send(nodes[0], "Holder")
+			arrived(t, hold)
+			waiter.send(nodes[1], "Waiter")
+			eventually(t, "the second instance waits for the lease", nodes[1].waiting)
+			if code, body := e.signed("Disconnect", `{"user":"alice@example.com"}`); code != http.StatusOK {
+				t.Fatalf("Disconnect while the lease is held: got %d: %s", code, body)
+			}
+			a := waiter.wait()["Waiter"]
+			checkJSONBody(t, a.body, 403, statusAuthorizationRequired)
+			if a.code != http.StatusForbidden {
+				t.Errorf("the waiter: got %d, want 403: %s", a.code, a.body)
+			}
+			hold.Release()
+			a = holder.wait()["Holder"]
+			checkJSONBody(t, a.body, 403, statusAuthorizationRequired)
+			if a.code != http.StatusForbidden {
+				t.Errorf("the holder: got %d, want 403: %s", a.code, a.body)
+			}
+			if rec := e.storedToken(aliceSub); rec != nil {
+				t.Errorf("the refresh brought the disconnected record back: status %q", rec.Status)
 			}
 		})
 	}
