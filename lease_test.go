@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -44,11 +47,12 @@ type node struct {
 	sent   atomic.Int64 // CreateSpace requests sent to this node
 }
 
-// leaseWatch counts the record reads that find another refresh's claim.
+// leaseWatch counts the record reads that find another refresh's claim,
+// and the claims its server makes.
 type leaseWatch struct {
 	tokenStore
-	now  func() time.Time
-	seen atomic.Int64
+	now          func() time.Time
+	seen, claims atomic.Int64
 }
 
 func (w *leaseWatch) getToken(ctx context.Context, sub string) (*tokenRecord, error) {
@@ -59,11 +63,26 @@ func (w *leaseWatch) getToken(ctx context.Context, sub string) (*tokenRecord, er
 	return rec, err
 }
 
+func (w *leaseWatch) updateToken(ctx context.Context, sub string, fn func(*tokenRecord) (*tokenRecord, error)) error {
+	claimed := false // by fn's last run, the one written
+	err := w.tokenStore.updateToken(ctx, sub, func(cur *tokenRecord) (*tokenRecord, error) {
+		next, err := fn(cur)
+		claimed = next != nil && next.RefreshLease != "" && (cur == nil || cur.RefreshLease != next.RefreshLease)
+		return next, err
+	})
+	if err == nil && claimed {
+		w.claims.Add(1)
+	}
+	return err
+}
+
 // baseStore returns the store under a server's wrappers.
 func baseStore(s tokenStore) tokenStore {
 	for {
 		switch w := s.(type) {
 		case *leaseWatch:
+			s = w.tokenStore
+		case *countingStore:
 			s = w.tokenStore
 		case spyStore:
 			s = w.tokenStore
@@ -75,6 +94,29 @@ func baseStore(s tokenStore) tokenStore {
 			return s
 		}
 	}
+}
+
+// shareStore points s, a server built on a store of its own, at base
+// instead, and closes its own.
+func shareStore(t testing.TB, s *server, base tokenStore) {
+	t.Helper()
+	var enc *encryptedStore
+	for st := s.store; enc == nil; {
+		switch w := st.(type) {
+		case spyStore:
+			st = w.tokenStore
+		case *countingStore:
+			st = w.tokenStore
+		case *forgettingStore:
+			st = w.tokenStore
+		case *encryptedStore:
+			enc = w
+		default:
+			t.Fatalf("no encrypted store under %T", st)
+		}
+	}
+	enc.tokenStore.close()
+	enc.tokenStore = base
 }
 
 // nodes replaces the env's server with n instances over its one store,
@@ -96,21 +138,7 @@ func (e *testEnv) nodes(n int, l leaseTiming) []*node {
 		e.cfg.DataDir = filepath.Join(e.t.TempDir(), "unused")
 		s := e.newServer(opts)
 		e.cfg = cfg
-		var enc *encryptedStore
-		for st := s.store; enc == nil; {
-			switch w := st.(type) {
-			case spyStore:
-				st = w.tokenStore
-			case *forgettingStore:
-				st = w.tokenStore
-			case *encryptedStore:
-				enc = w
-			default:
-				e.t.Fatalf("no encrypted store under %T", st)
-			}
-		}
-		enc.tokenStore.close()
-		enc.tokenStore = baseStore(e.srv.store)
+		shareStore(e.t, s, baseStore(e.srv.store))
 		srvs = append(srvs, s)
 	}
 	var out []*node
@@ -501,3 +529,121 @@ func TestLeaseDoesNotBlockDisconnect(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkLeaseWait measures what a request that waits for another
+// instance's refresh pays against the one that refreshed: each iteration
+// expires the user's access token and sends one CreateSpace to each of
+// three instances over one store — the second and third while the first
+// one's token call is under way, or with -leasetogether all three at once —
+// with the default lease timing and the token endpoint answering after
+// -leaselatency (Google's typical refresh). The request whose instance
+// claimed the lease refreshed; the others waited. BENCHMARKS.md records
+// the figures.
+func BenchmarkLeaseWait(b *testing.B) {
+	for _, kind := range storeKinds {
+		b.Run(kind, func(b *testing.B) {
+			const instances = 3
+			e := newPerfEnv(b, kind, func(o *serverOptions) { o.logger = newLogger(io.Discard) })
+			e.google.SetTokenLatency(*leaseLatency)
+			sub, _ := e.seed(b, 1, e.clock.Now().Add(-time.Minute))
+			srvs := []*server{e.srv}
+			for range instances - 1 {
+				cfg := e.cfg
+				cfg.DataDir = filepath.Join(b.TempDir(), "unused")
+				s, err := newServer(context.Background(), cfg, serverOptions{now: e.clock.Now, logger: newLogger(io.Discard)})
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(func() { s.close() })
+				if kind == storeLocal {
+					shareStore(b, s, baseStore(e.srv.store))
+				}
+				srvs = append(srvs, s)
+			}
+			var (
+				handlers []http.HandlerFunc
+				watches  []*leaseWatch
+			)
+			for _, s := range srvs {
+				w := &leaseWatch{tokenStore: s.store, now: e.clock.Now}
+				s.store = w
+				watches = append(watches, w)
+				handlers = append(handlers, handlerFor(b, s, "CreateSpace"))
+			}
+			var refreshed, waited []time.Duration
+			b.ResetTimer()
+			for i := range b.N {
+				e.clock.Advance(2 * time.Hour)
+				claims := make([]int64, instances)
+				for n := range instances {
+					claims[n] = watches[n].claims.Load()
+				}
+				took := make([]time.Duration, instances)
+				var wg sync.WaitGroup
+				send := func(n int) {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						body := []byte(fmt.Sprintf(`{"user":"users/%s","displayName":"Lease %d.%d"}`, sub, i, n))
+						req := httptest.NewRequest(http.MethodPost, "/CreateSpace", bytes.NewReader(body))
+						req.Header.Set("Content-Type", "application/json")
+						req.Header.Set("X-Signature", signBody(testWebhookSecret, e.clock.Now(), body))
+						w := httptest.NewRecorder()
+						start := time.Now()
+						handlers[n](w, req)
+						took[n] = time.Since(start)
+						if w.Code != http.StatusOK {
+							b.Errorf("instance %d: got %d: %s", n, w.Code, w.Body)
+						}
+					}()
+				}
+				if *leaseTogether {
+					for n := range instances {
+						send(n)
+					}
+				} else {
+					// The others' requests arrive while the first one's
+					// token call is under way.
+					h := e.google.HoldRefreshes(1)
+					send(0)
+					<-h.Arrived()
+					for n := 1; n < instances; n++ {
+						send(n)
+					}
+					h.Release()
+				}
+				wg.Wait()
+				for n := range instances {
+					if watches[n].claims.Load() > claims[n] {
+						refreshed = append(refreshed, took[n])
+					} else {
+						waited = append(waited, took[n])
+					}
+				}
+			}
+			b.StopTimer()
+			if got, want := e.google.RefreshCalls(sub), b.N; got != want {
+				b.Errorf("token calls: got %d, want %d (one per expiry)", got, want)
+			}
+			for _, m := range []struct {
+				name string
+				d    []time.Duration
+			}{{"refreshed", refreshed}, {"waited", waited}} {
+				if len(m.d) == 0 {
+					continue
+				}
+				slices.Sort(m.d)
+				b.ReportMetric(float64(len(m.d)), m.name+"-n")
+				b.ReportMetric(ms(m.d[len(m.d)/2]), m.name+"-p50-ms")
+				b.ReportMetric(ms(m.d[min(len(m.d)-1, len(m.d)*99/100)]), m.name+"-p99-ms")
+			}
+		})
+	}
+}
+
+var (
+	leaseLatency  = flag.Duration("leaselatency", 100*time.Millisecond, "BenchmarkLeaseWait: how long the fake token endpoint takes to answer a refresh")
+	leaseTogether = flag.Bool("leasetogether", false, "BenchmarkLeaseWait: send the three requests at once, instead of the others while the first one's token call is under way")
+)
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -98,7 +98,7 @@ type Hold struct {
 }
 
 // HoldRefreshes makes the next n refresh_token requests, once counted and
-// before they are answered, wait until the Hold is released, the server is
+// before they are answered (and before SetTokenLatency's delay), wait until the Hold is released, the server is
 // closed or their client gives up. Faults and revocations apply when a
 // held request is answered, so a grant revoked while held answers
 // invalid_grant. Requests after the n-th are not held.

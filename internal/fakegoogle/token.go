@@ -98,7 +98,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	latency := s.tokenLatency
 	s.mu.Unlock()
 
-	if sleep(r.Context(), latency) != nil || hold.wait(r.Context()) != nil {
+	if hold.wait(r.Context()) != nil || sleep(r.Context(), latency) != nil {
 		return
 	}
 	if fault != nil {
