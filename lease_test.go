@@ -647,3 +647,34 @@ var (
 )
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// TestLeaseClockSkew: an instance whose clock runs a lease's length ahead
+// sees a live claim as lapsed and refreshes a second time — what skew may
+// cost — but the consent stays whole: the first holder's later save is
+// refused, and the record is the second refresh's, with no lease left.
+func TestLeaseClockSkew(t *testing.T) {
+	for _, kind := range storeKinds {
+		t.Run(kind, func(t *testing.T) {
+			e, nodes, hold := expiredAlice(t, kind, 2)
+			nodes[1].srv.now = func() time.Time { return e.clock.Now().Add(testLease.length) }
+			var holder inFlight
+			holder.send(nodes[0], "Holder")
+			arrived(t, hold)
+			if code, body := nodes[1].createSpace("Ahead"); code != http.StatusOK {
+				t.Fatalf("the instance ahead: got %d: %s", code, body)
+			}
+			if got := e.google.RefreshCalls(aliceSub); got != 2 {
+				t.Errorf("token calls: got %d, want 2 (the instance ahead took the lease over)", got)
+			}
+			saved := e.storedToken(aliceSub)
+			checkNoLease(t, saved)
+			hold.Release()
+			if a := holder.wait()["Holder"]; a.code != http.StatusOK {
+				t.Errorf("the first holder: got %d: %s", a.code, a.body)
+			}
+			if diff := cmp.Diff(saved, e.storedToken(aliceSub), timeEqual); diff != "" {
+				t.Errorf("the first holder's save replaced the newer one (-saved +after):\n%s", diff)
+			}
+		})
+	}
+}
