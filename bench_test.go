@@ -16,7 +16,7 @@ import (
 
 // handlerFor is the registered function name as the Functions Framework
 // calls it, served by s.
-func handlerFor(b *testing.B, s *server, name string) http.HandlerFunc {
+func handlerFor(b testing.TB, s *server, name string) http.HandlerFunc {
 	b.Helper()
 	inst := &instance{log: s.log}
 	inst.srv.Store(s)

@@ -381,14 +381,16 @@ func TestFaultSecretManagerColdStart(t *testing.T) {
 
 // TestFaultTokenEndpoint: Google's token endpoint fails, then hangs, while
 // an expired access token is refreshed. A failure is 502 and keeps the
-// record as it was (still active, the refresh token kept); a hang is 504
+// record as it was (still active, the refresh token kept, the refresh
+// lease released; the tokens are sealed afresh by the lease's writes, so
+// the record is compared opened); a hang is 504
 // at the request's deadline, and the refresh, which outlives the request,
 // still lands, so the next request needs no refresh of its own.
 func TestFaultTokenEndpoint(t *testing.T) {
 	e := newTestEnv(t, storeFirestore)
 	e.connect()
 	e.clock.Advance(2 * time.Hour) // the stored access token is now expired
-	stored := rawTokens(t, e.srv.store)
+	stored := e.storedToken(aliceSub)
 
 	t.Run("failing", func(t *testing.T) {
 		e.google.FailTokenEndpoint(503, "backend_error", 1)
@@ -399,7 +401,7 @@ func TestFaultTokenEndpoint(t *testing.T) {
 		}
 		checkJSONBody(t, body, 502, statusUpstreamError)
 		checkUpstream(t, before, readCounters(e.google), mayRefresh)
-		if diff := cmp.Diff(stored, rawTokens(t, e.srv.store)); diff != "" {
+		if diff := cmp.Diff(stored, e.storedToken(aliceSub), timeEqual); diff != "" {
 			t.Errorf("a failed refresh changed the record (-before +after):\n%s", diff)
 		}
 	})

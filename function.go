@@ -115,6 +115,7 @@ type server struct {
 	chat           *chat.Service      // shared by all users; the token rides in the context
 	chatDeadline   time.Duration      // bound on a CreateSpace's upstream work, retries included
 	refreshes      singleflight.Group // one refresh per user at a time on this instance
+	lease          leaseTiming        // the refresh lease across instances (lease.go)
 	tokens         *tokenCache        // recently read access tokens (tokens.go)
 	chatAuth       *chatAuth          // verifies Google Chat's requests; nil: ChatEvents is off
 	tickets        tink.AEAD          // seals consent-flow cookies and the tickets of Chat's consent prompts (the token keyset)
@@ -132,6 +133,7 @@ type serverOptions struct {
 	iamClient     *http.Client  // calls the IAM Credentials API for keyless delegation; default: Application Default Credentials
 	chatDeadline  time.Duration // default 30 s
 	tokenCacheTTL time.Duration // default tokenCacheTTL; negative: no cache
+	lease         leaseTiming   // unset parts: lease.go's defaults
 	now           func() time.Time
 	logger        *slog.Logger
 }
@@ -158,6 +160,7 @@ func newServer(ctx context.Context, cfg Config, o serverOptions) (*server, error
 		o.tokenCacheTTL = tokenCacheTTL
 	}
 	s := &server{cfg: cfg, http: o.httpClient, now: o.now, log: o.logger, chatDeadline: o.chatDeadline,
+		lease:   o.lease.withDefaults(),
 		secrets: &secretReader{opts: o.secretManager, wait: o.secretWait}}
 	built := false
 	defer func() {

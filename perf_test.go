@@ -56,6 +56,7 @@ func (c *countingStore) putConsent(ctx context.Context, sub string, fn func(cur 
 // in a countingStore, and the CreateSpace handler as the Functions
 // Framework would call it.
 type perfEnv struct {
+	cfg    Config
 	srv    *server
 	google *fakegoogle.Server
 	store  *countingStore
@@ -104,7 +105,7 @@ func newPerfEnv(t testing.TB, kind string, edit ...func(*serverOptions)) *perfEn
 	s.store = cs
 	inst := &instance{log: s.log}
 	inst.srv.Store(s)
-	e := &perfEnv{srv: s, google: g, store: cs, clock: clock}
+	e := &perfEnv{cfg: cfg, srv: s, google: g, store: cs, clock: clock}
 	for _, f := range registered {
 		if f.name == "CreateSpace" {
 			e.create = inst.handler(f)

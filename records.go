@@ -42,6 +42,13 @@ type tokenRecord struct {
 	// EmailSince is not stored in the record: tokenByEmail sets it to when
 	// the email it was found by came to name this account (emailRecord).
 	EmailSince time.Time `firestore:"-" json:"-"`
+
+	// RefreshLease and RefreshLeaseUntil are the claim on the refresh
+	// under way, if any (lease.go): a random id per claim, and when the
+	// claim lapses by the claimant's clock. Both are absent when no refresh
+	// holds the record; every token write other than a claim removes them.
+	RefreshLease      string    `firestore:"refreshLease,omitempty" json:"refreshLease,omitempty"`
+	RefreshLeaseUntil time.Time `firestore:"refreshLeaseUntil,omitempty" json:"refreshLeaseUntil,omitzero"`
 }
 
 // emailRecord is chatauth_emails/{lowercase email}: which account the

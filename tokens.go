@@ -94,26 +94,80 @@ func sharedFetch(ctx context.Context, g *singleflight.Group, key string, timeout
 	}
 }
 
-// refresh gets a new access token for sub and saves it. It reads the record
-// again first: another request or instance may have refreshed already.
-// The token endpoint is called outside any transaction; the save then
-// checks that nobody stored a newer token meanwhile.
+// refresh gets a new access token for sub and saves it, or waits for the
+// one another instance is getting (lease.go). It reads the record first:
+// another request or instance may have refreshed already. With force, the
+// access token stored when it began counts as refused, and only another
+// one will do.
+//
+// A refresh under way elsewhere is waited for by re-reading the record —
+// plain reads, so that waiters never contend with the holder's
+// transactions — with jittered backoff until its token is saved, the
+// record is marked needs_reauth or removed, the lease is released without
+// a token (the holder's token call failed: the waiters answer as it did,
+// UPSTREAM_ERROR, and the next request refreshes afresh), or the lease
+// lapses (its holder died: this call takes over), for as long as ctx
+// allows.
 func (s *server) refresh(ctx context.Context, sub string, force bool) (string, error) {
+	var (
+		stale    string // with force: the refused access token
+		waitedOn string // the claim this call has seen held by another refresh
+		bo       = s.lease.backoff()
+	)
 	rec, err := s.store.getToken(ctx, sub)
-	if errors.Is(err, errNotFound) {
-		return "", s.notAuthorized("users/"+sub, "", errUserUnknown)
+	if force && err == nil {
+		stale = rec.AccessToken
 	}
-	if err != nil {
-		return "", err
+	usable := func(r *tokenRecord) bool {
+		return r.AccessToken != "" && (!force || r.AccessToken != stale) && s.now().Add(expiryMargin).Before(r.Expiry)
 	}
-	if rec.Status == tokenNeedsReauth {
-		return "", s.notAuthorized("users/"+sub, rec.Email, errors.New(rec.LastError))
+	for {
+		switch {
+		case errors.Is(err, errNotFound):
+			return "", s.notAuthorized("users/"+sub, "", errUserUnknown)
+		case err != nil:
+			return "", err
+		case rec.Status == tokenNeedsReauth:
+			return "", s.notAuthorized("users/"+sub, rec.Email, errors.New(rec.LastError))
+		case usable(rec):
+			if waitedOn != "" {
+				loggerFrom(ctx).Info("access token refreshed by another instance", "sub", sub)
+			}
+			return rec.AccessToken, nil
+		case leaseHeld(rec, s.now()):
+			waitedOn = rec.RefreshLease
+			if err := pause(ctx, bo.Pause()); err != nil {
+				return "", err
+			}
+			rec, err = s.store.getToken(ctx, sub)
+			continue
+		case waitedOn != "" && rec.RefreshLease == "":
+			return "", refreshFailedElsewhere()
+		}
+		// No claim, or a lapsed one: claim it.
+		claimed, found, cerr := s.claimLease(ctx, sub, usable)
+		if cerr != nil {
+			return "", cerr
+		}
+		if claimed != nil {
+			return s.refreshHolding(ctx, claimed)
+		}
+		if rec, err = found, nil; found == nil {
+			err = errNotFound
+		}
 	}
-	if !force && rec.AccessToken != "" && s.now().Add(expiryMargin).Before(rec.Expiry) {
-		return rec.AccessToken, nil
-	}
+}
 
-	src := s.oauth.TokenSource(context.WithValue(ctx, oauth2.HTTPClient, s.http), &oauth2.Token{RefreshToken: rec.RefreshToken})
+// refreshHolding calls the token endpoint for rec, whose lease this call
+// holds, and saves the new token, which also ends the lease. The token
+// endpoint is called outside any transaction, bounded by the lease's
+// length; the save then checks that the consent is still the one
+// refreshed, so a re-consent made meanwhile is never overwritten.
+func (s *server) refreshHolding(ctx context.Context, rec *tokenRecord) (string, error) {
+	sub := rec.Sub
+	tctx, cancel := context.WithTimeout(ctx, s.lease.length)
+	defer cancel()
+	src := s.oauth.TokenSource(context.WithValue(tctx, oauth2.HTTPClient, s.http), &oauth2.Token{RefreshToken: rec.RefreshToken})
 	tok, err := src.Token()
 	if err != nil {
 		return "", s.refreshError(ctx, rec, err)
@@ -125,7 +179,7 @@ func (s *server) refresh(ctx context.Context, sub string, force bool) (string, e
 			// Disconnected while we refreshed: do not bring it back.
 			return nil, s.notAuthorized("users/"+sub, rec.Email, errors.New("record deleted during refresh"))
 		}
-		if cur.RefreshToken != rec.RefreshToken || cur.UpdatedAt.After(rec.UpdatedAt) {
+		if !sameConsent(cur, rec) {
 			// A re-consent or another instance's refresh is newer: keep it.
 			return nil, nil
 		}
@@ -140,11 +194,13 @@ func (s *server) refresh(ctx context.Context, sub string, force bool) (string, e
 		}
 		next.Status, next.LastError = tokenActive, ""
 		next.UpdatedAt, next.LastRefreshAt = now, now
+		clearLease(&next)
 		return &next, nil
 	})
 	if err != nil {
-		// The new access token is good even if saving it failed; the next
-		// request refreshes again rather than lose anything.
+		// The new access token is good even if saving it failed; the lease
+		// lapses on its own and the next request refreshes again rather
+		// than lose anything.
 		var e *Error
 		if errors.As(err, &e) {
 			return "", err
@@ -165,9 +221,12 @@ func (s *server) expiry(tok *oauth2.Token) time.Time {
 	return tok.Expiry
 }
 
-// refreshError maps a failed refresh. invalid_grant means the consent is
-// gone (revoked, expired, password changed): the record is marked
-// needs_reauth — never retried — and the user is asked to consent again.
+// refreshError maps a failed refresh of rec, the record as claimed.
+// invalid_grant means the consent is gone (revoked, expired, password
+// changed): the record is marked needs_reauth — never retried — and the
+// user is asked to consent again; the requests waiting on the lease read
+// the mark and get the same answer. Any other failure releases the lease
+// and keeps the record as it was, so the next request tries again.
 func (s *server) refreshError(ctx context.Context, rec *tokenRecord, err error) error {
 	var re *oauth2.RetrieveError
 	if errors.As(err, &re) && re.ErrorCode == "invalid_grant" {
@@ -177,20 +236,22 @@ func (s *server) refreshError(ctx context.Context, rec *tokenRecord, err error) 
 			desc += ": " + re.ErrorDescription
 		}
 		uerr := s.store.updateToken(ctx, rec.Sub, func(cur *tokenRecord) (*tokenRecord, error) {
-			if cur == nil || cur.RefreshToken != rec.RefreshToken {
+			if cur == nil || !sameConsent(cur, rec) {
 				return nil, nil // deleted, or re-consented meanwhile
 			}
 			next := *cur
 			next.Status, next.LastError, next.UpdatedAt = tokenNeedsReauth, desc, now
 			next.AccessToken, next.Expiry = "", time.Time{}
+			clearLease(&next)
 			return &next, nil
 		})
 		if uerr != nil {
+			// The lease lapses on its own; until then the waiters wait.
 			loggerFrom(ctx).Warn("could not mark token needs_reauth", "sub", rec.Sub, "error", uerr.Error())
 		}
 		return s.notAuthorized("users/"+rec.Sub, rec.Email, errors.New("token endpoint: "+desc))
 	}
-	// Other failures pass: the record is kept as it is.
+	s.releaseLease(ctx, rec)
 	return s.exchangeError(err, rec.Email)
 }
 

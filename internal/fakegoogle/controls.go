@@ -1,8 +1,10 @@
 package fakegoogle
 
 import (
+	"context"
 	"maps"
 	"slices"
+	"sync"
 	"time"
 )
 
@@ -85,6 +87,51 @@ func (s *Server) SetTokenLatency(d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.tokenLatency = d
+}
+
+// Hold keeps refresh grants waiting at the token endpoint (HoldRefreshes),
+// so that a test decides when a refresh in flight ends, without sleeping.
+type Hold struct {
+	arrived  chan struct{}
+	released chan struct{}
+	once     sync.Once
+}
+
+// HoldRefreshes makes the next n refresh_token requests, once counted and
+// before they are answered (and before SetTokenLatency's delay), wait until the Hold is released, the server is
+// closed or their client gives up. Faults and revocations apply when a
+// held request is answered, so a grant revoked while held answers
+// invalid_grant. Requests after the n-th are not held.
+func (s *Server) HoldRefreshes(n int) *Hold {
+	h := &Hold{arrived: make(chan struct{}, n), released: make(chan struct{})}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for range n {
+		s.refreshHolds = append(s.refreshHolds, h)
+	}
+	s.holds = append(s.holds, h)
+	return h
+}
+
+// Arrived receives once for each held request as it starts waiting.
+func (h *Hold) Arrived() <-chan struct{} { return h.arrived }
+
+// Release lets every request the Hold keeps, and any it would still keep,
+// be answered. It may be called more than once.
+func (h *Hold) Release() { h.once.Do(func() { close(h.released) }) }
+
+// wait blocks a held request; a nil Hold holds nothing.
+func (h *Hold) wait(ctx context.Context) error {
+	if h == nil {
+		return nil
+	}
+	h.arrived <- struct{}{} // buffered for every request the Hold keeps
+	select {
+	case <-h.released:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // SetIDTokenClaims installs a hook that may change the claims of every

@@ -426,6 +426,43 @@ func TestRefresh(t *testing.T) {
 	}
 }
 
+// TestHoldRefreshes: a held refresh waits until released, the one after
+// it does not, an exchange is never held, and a revocation made while a
+// refresh waits decides its answer.
+func TestHoldRefreshes(t *testing.T) {
+	s := newTestServer(t, Options{AutoConsent: true})
+	cfg := oauthConfig(s)
+	tok := login(t, cfg)
+	tok.Expiry = time.Now().Add(-time.Minute)
+	h := s.HoldRefreshes(1)
+	held := make(chan error, 1)
+	go func() {
+		_, err := cfg.TokenSource(context.Background(), tok).Token()
+		held <- err
+	}()
+	select {
+	case <-h.Arrived():
+	case <-time.After(time.Minute):
+		t.Fatal("the held refresh never arrived")
+	}
+	if _, err := cfg.TokenSource(context.Background(), tok).Token(); err != nil {
+		t.Fatalf("the refresh after the held one: %v", err)
+	}
+	login(t, cfg) // an exchange while a refresh is held
+	select {
+	case err := <-held:
+		t.Fatalf("the held refresh was answered before its release: %v", err)
+	default:
+	}
+	s.RevokeUser(DefaultUserSub)
+	h.Release()
+	h.Release() // more than once is fine
+	wantRetrieveError(t, <-held, 400, "invalid_grant")
+	if got := s.RefreshCalls(DefaultUserSub); got != 2 {
+		t.Errorf("RefreshCalls: got %d, want 2", got)
+	}
+}
+
 func TestRefreshUnknownToken(t *testing.T) {
 	s := newTestServer(t, Options{})
 	cfg := oauthConfig(s)

@@ -46,6 +46,8 @@ type oauthState struct {
 	accessTokenTTL      time.Duration
 	tokenFaults         []tokenFault
 	tokenLatency        time.Duration
+	refreshHolds        []*Hold // one entry per refresh grant still to hold
+	holds               []*Hold // every Hold made, released by Close
 	idTokenHook         func(map[string]any)
 	revokeFaults        []int
 

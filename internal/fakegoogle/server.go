@@ -234,6 +234,11 @@ func (s *Server) routes() http.Handler {
 // than once.
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		for _, h := range s.holds {
+			h.Release()
+		}
+		s.mu.Unlock()
 		_ = s.http.Close()
 		s.transport.CloseIdleConnections()
 	})

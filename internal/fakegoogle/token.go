@@ -76,6 +76,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 
 	s.mu.Lock()
 	s.tokenCalls++
+	var hold *Hold
 	switch grantType {
 	case "authorization_code":
 		s.exchangeCalls++
@@ -83,6 +84,10 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		s.totalRefreshCalls++
 		if g := s.refreshTokens[form.Get("refresh_token")]; g != nil {
 			s.refreshCalls[g.sub]++
+		}
+		if len(s.refreshHolds) > 0 {
+			hold = s.refreshHolds[0]
+			s.refreshHolds = s.refreshHolds[1:]
 		}
 	}
 	var fault *tokenFault
@@ -93,7 +98,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	latency := s.tokenLatency
 	s.mu.Unlock()
 
-	if sleep(r.Context(), latency) != nil {
+	if hold.wait(r.Context()) != nil || sleep(r.Context(), latency) != nil {
 		return
 	}
 	if fault != nil {
