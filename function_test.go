@@ -107,16 +107,34 @@ func startFramework(t testing.TB) string {
 	return frameworkURL
 }
 
-// testClock is a clock tests can move forward.
+// testClock is a clock tests can move forward, or stop for a while.
 type testClock struct {
 	mu     sync.Mutex
 	offset time.Duration
+	frozen time.Time // when not zero, Now returns it
 }
 
 func (c *testClock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if !c.frozen.IsZero() {
+		return c.frozen
+	}
 	return time.Now().Add(c.offset)
+}
+
+// Freeze stops the clock at its current time until t ends, for a test
+// that must not see a second go by between two readings (a signature's
+// whole-second timestamp against the window it is checked in).
+func (c *testClock) Freeze(t testing.TB) {
+	c.mu.Lock()
+	c.frozen = time.Now().Add(c.offset)
+	c.mu.Unlock()
+	t.Cleanup(func() {
+		c.mu.Lock()
+		c.frozen = time.Time{}
+		c.mu.Unlock()
+	})
 }
 
 func (c *testClock) Advance(d time.Duration) {
