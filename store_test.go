@@ -411,7 +411,10 @@ func testConcurrentUpdates(t *testing.T, s tokenStore) {
 	patient(s)
 	put(t, s, sampleToken("777", "e@example.com"))
 	const writers = 10
-	var wg sync.WaitGroup
+	var (
+		wg     sync.WaitGroup
+		failed atomic.Int32
+	)
 	for i := 0; i < writers; i++ {
 		wg.Add(1)
 		go func() {
@@ -421,15 +424,31 @@ func testConcurrentUpdates(t *testing.T, s tokenStore) {
 				next.Scopes = append(append([]string(nil), cur.Scopes...), "x")
 				return &next, nil
 			})
-			if err != nil {
-				t.Errorf("updateToken: %v", err)
+			switch {
+			case err == nil:
+			case errors.Is(err, errStoreUnavailable):
+				// The Firestore emulator gives up on a transaction that
+				// waited too long for its lock ("Transaction lock timeout")
+				// once the client's attempts are spent: reported, so the
+				// caller answers 503 with Retry-After, and not applied.
+				failed.Add(1)
+				t.Logf("updateToken under contention: %v", err)
+			default:
+				t.Errorf("updateToken: %v, want nil or errStoreUnavailable", err)
 			}
 		}()
 	}
 	wg.Wait()
-	got, _ := s.getToken(ctx, "777")
-	if want := 2 + writers; len(got.Scopes) != want {
-		t.Errorf("after %d concurrent appends: %d scopes, want %d (an update was lost)", writers, len(got.Scopes), want)
+	got, err := s.getToken(ctx, "777")
+	if err != nil {
+		t.Fatal(err)
+	}
+	applied := writers - int(failed.Load())
+	if applied == 0 {
+		t.Fatalf("none of %d concurrent updates succeeded", writers)
+	}
+	if want := 2 + applied; len(got.Scopes) != want {
+		t.Errorf("after %d concurrent appends that reported success: %d scopes, want %d (an update that succeeded was lost, or one that failed was applied)", applied, len(got.Scopes), want)
 	}
 }
 
