@@ -47,12 +47,9 @@ func (s *server) handleDisconnect(w http.ResponseWriter, r *http.Request) error 
 	if err := c.signedBefore(rec, what); err != nil {
 		return err
 	}
-	if err := s.revoke(ctx, rec.RefreshToken); err != nil {
-		return err
-	}
 	// The record is deleted only if it is still the consent just revoked:
 	// one given meanwhile (after the request was signed) is kept.
-	err = s.store.deleteToken(ctx, rec.Sub, func(cur *tokenRecord) error {
+	err = s.disconnect(ctx, rec, "webhook", func(cur *tokenRecord) error {
 		if !cur.ConsentedAt.Equal(rec.ConsentedAt) {
 			return c.signedBefore(cur, what)
 		}
@@ -61,8 +58,22 @@ func (s *server) handleDisconnect(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	loggerFrom(ctx).Info("consent revoked and deleted", "sub", rec.Sub)
 	writeJSON(w, http.StatusOK, map[string]any{"user": "users/" + rec.Sub, "email": rec.Email, "disconnected": true})
+	return nil
+}
+
+// disconnect ends rec's consent: it revokes the refresh token at Google,
+// then deletes the record, subject to check as deleteToken applies it
+// (nil: whatever the record holds then). It serves Disconnect and Chat's
+// /disconnect; caller names which in the log line.
+func (s *server) disconnect(ctx context.Context, rec *tokenRecord, caller string, check func(cur *tokenRecord) error) error {
+	if err := s.revoke(ctx, rec.RefreshToken); err != nil {
+		return err
+	}
+	if err := s.store.deleteToken(ctx, rec.Sub, check); err != nil {
+		return err
+	}
+	loggerFrom(ctx).Info("consent revoked and deleted", "sub", rec.Sub, "caller", caller)
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strconv"
 )
@@ -115,6 +116,22 @@ func asError(err error) *Error {
 		return wrapError(statusNotFound, err, "not found")
 	default:
 		return wrapError(statusInternal, err, "internal error")
+	}
+}
+
+// logError logs e, what the failed work is called ("request", "chat
+// command"): 5xx at Error with the cause, which may name internals; the
+// rest at Info, with the message people see. The cause is never sent.
+func logError(log *slog.Logger, e *Error, what string) {
+	code := e.HTTPCode()
+	attrs := []any{"status", e.Status, "code", code, "reason", e.Message}
+	if code >= 500 {
+		if e.Err != nil {
+			attrs = append(attrs, "error", e.Err.Error())
+		}
+		log.Error(what+" failed", attrs...)
+	} else {
+		log.Info(what+" refused", attrs...)
 	}
 }
 

@@ -388,15 +388,7 @@ func startupError(err error) *Error {
 // answers it as JSON, or as an HTML page to a browser.
 func respondError(w http.ResponseWriter, r *http.Request, log *slog.Logger, e *Error, browser bool) {
 	code := e.HTTPCode()
-	attrs := []any{"status", e.Status, "code", code, "reason", e.Message}
-	if code >= 500 {
-		if e.Err != nil {
-			attrs = append(attrs, "error", e.Err.Error())
-		}
-		log.Error("request failed", attrs...)
-	} else {
-		log.Info("request refused", attrs...)
-	}
+	logError(log, e, "request")
 	if browser && !wantsJSON(r) {
 		setErrorHeaders(w, e)
 		renderPage(w, code, errorPage(e))
