@@ -80,22 +80,8 @@ func checkUpstream(t *testing.T, before, after counters, may upstream) {
 // text, since every encryption draws a new nonce.
 func rawTokens(t *testing.T, s tokenStore) map[string]string {
 	t.Helper()
-	for {
-		switch w := s.(type) {
-		case spyStore:
-			s = w.tokenStore
-			continue
-		case *encryptedStore:
-			s = w.tokenStore
-			continue
-		case *forgettingStore:
-			s = w.tokenStore
-			continue
-		}
-		break
-	}
 	out := map[string]string{}
-	switch s := s.(type) {
+	switch s := innerStore(s).(type) {
 	case *firestoreStore:
 		docs, err := s.client.Collection(tokensCollection).Documents(context.Background()).GetAll()
 		if err != nil {

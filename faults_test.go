@@ -27,20 +27,11 @@ import (
 // firestoreOf returns the Firestore store under the server's wrappers.
 func firestoreOf(t *testing.T, s tokenStore) *firestoreStore {
 	t.Helper()
-	for {
-		switch w := s.(type) {
-		case spyStore:
-			s = w.tokenStore
-		case *encryptedStore:
-			s = w.tokenStore
-		case *forgettingStore:
-			s = w.tokenStore
-		case *firestoreStore:
-			return w
-		default:
-			t.Fatalf("no Firestore store under %T", s)
-		}
+	f, ok := innerStore(s).(*firestoreStore)
+	if !ok {
+		t.Fatalf("no Firestore store under %T", s)
 	}
+	return f
 }
 
 // spaceRequest is a CreateSpace body with a requestId.

@@ -127,6 +127,7 @@ type serverOptions struct {
 	secretManager []option.ClientOption // Secret Manager client options
 	secretWait    time.Duration         // bound on one secret read; zero: 10 s
 	firestore     []option.ClientOption // Firestore client options
+	storeTimeout  time.Duration         // bound on one Firestore operation; zero: storeOpTimeout
 	kms           []option.ClientOption // Cloud KMS client options, for a wrapped TOKEN_KEYSET
 	httpClient    *http.Client
 	certsClient   *http.Client  // fetches Google's ID-token keys; default httpClient
@@ -227,7 +228,7 @@ func newServer(ctx context.Context, cfg Config, o serverOptions) (*server, error
 			// The client lives as long as the instance, so it must not
 			// inherit the cancellation of the request that happened to
 			// build it.
-			st, err = newFirestoreStore(context.WithoutCancel(ctx), cfg.Project, cfg.FirestoreDatabase, o.firestore...)
+			st, err = newFirestoreStore(context.WithoutCancel(ctx), cfg.Project, cfg.FirestoreDatabase, o.storeTimeout, o.firestore...)
 		}
 		if err == nil {
 			s.store = st // closed by the deferred clean-up if the build fails
@@ -283,7 +284,7 @@ func newServer(ctx context.Context, cfg Config, o serverOptions) (*server, error
 	}
 
 	s.tokens = newTokenCache(o.tokenCacheTTL)
-	s.store = &forgettingStore{tokenStore: &encryptedStore{tokenStore: s.store, c: cipher}, cache: s.tokens}
+	s.store = newForgettingStore(newEncryptedStore(s.store, cipher), s.tokens)
 	built = true
 	return s, nil
 }

@@ -336,7 +336,11 @@ const testWebhookSecret = "whsec-test-0123456789abcdef0123456789abcdef"
 // may set further options.
 func (e *testEnv) newServer(edit ...func(*serverOptions)) *server {
 	e.t.Helper()
-	o := serverOptions{now: e.clock.Now, logger: newLogger(e.logs), certsClient: e.google.HTTPClient()}
+	// The Firestore bound is patientTimeout, as newTestStore's: the
+	// emulator makes contending writes wait and retry, and on a loaded
+	// machine they can outlast the 10 s bound; faults_test.go sets the
+	// bounds it is about.
+	o := serverOptions{now: e.clock.Now, logger: newLogger(e.logs), certsClient: e.google.HTTPClient(), storeTimeout: patientTimeout}
 	for _, f := range edit {
 		f(&o)
 	}

@@ -425,7 +425,6 @@ func TestConcurrentConsentsOneAddress(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			e := newTestEnv(t, kind)
 			e.connect()
-			patient(e.srv.store)
 			e.google.AddUser(fakegoogle.User{Sub: bobSub, Email: aliceEmail, EmailVerified: true})
 			// Served once, so the instance's cache holds alice@.
 			if by, code, body := e.createdBy(aliceEmail, "Before"); by != aliceSub {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/tink-crypto/tink-go/v2/tink"
 	"google.golang.org/api/option"
@@ -71,7 +72,7 @@ func unbuilt(c Config) []string {
 }
 
 // newFirestoreStore refuses: this build has no Firestore client.
-func newFirestoreStore(context.Context, string, string, ...option.ClientOption) (tokenStore, error) {
+func newFirestoreStore(context.Context, string, string, time.Duration, ...option.ClientOption) (tokenStore, error) {
 	return nil, fmt.Errorf("store: %w", errNoFirestore)
 }
 

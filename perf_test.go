@@ -30,6 +30,8 @@ type countingStore struct {
 	reads, updates atomic.Int64
 }
 
+func (c *countingStore) unwrap() tokenStore { return c.tokenStore }
+
 func (c *countingStore) getToken(ctx context.Context, sub string) (*tokenRecord, error) {
 	c.reads.Add(1)
 	return c.tokenStore.getToken(ctx, sub)

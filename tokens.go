@@ -359,25 +359,48 @@ func (c *tokenCache) forget(sub, email string) {
 // it also drops the writer's user from the instance's cache, before the
 // write (so no request starts from the old token after it) and after it
 // (so no read that raced it is kept). A consent also drops the entry of
-// its email, which until then may have named another account.
-// TestStoreWrappersCoverTokenStore makes every tokenStore method a
-// decision here.
+// its email, which until then may have named another account. Every
+// tokenStore method is written out, so a new one is a decision here.
 type forgettingStore struct {
-	tokenStore
+	inner tokenStore
 	cache *tokenCache
+}
+
+var _ tokenStore = (*forgettingStore)(nil)
+
+func newForgettingStore(inner tokenStore, cache *tokenCache) *forgettingStore {
+	return &forgettingStore{inner: inner, cache: cache}
+}
+
+// unwrap is the store forgettingStore wraps.
+func (s *forgettingStore) unwrap() tokenStore { return s.inner }
+
+// markStateUsed writes no token.
+func (s *forgettingStore) markStateUsed(ctx context.Context, key string, expireAt time.Time) error {
+	return s.inner.markStateUsed(ctx, key, expireAt)
+}
+
+// getToken reads; the cache is filled by its users, not here.
+func (s *forgettingStore) getToken(ctx context.Context, sub string) (*tokenRecord, error) {
+	return s.inner.getToken(ctx, sub)
+}
+
+// tokenByEmail reads.
+func (s *forgettingStore) tokenByEmail(ctx context.Context, email string) (*tokenRecord, error) {
+	return s.inner.tokenByEmail(ctx, email)
 }
 
 func (s *forgettingStore) updateToken(ctx context.Context, sub string, fn func(cur *tokenRecord) (*tokenRecord, error)) error {
 	s.cache.forget(sub, "")
 	defer s.cache.forget(sub, "")
-	return s.tokenStore.updateToken(ctx, sub, fn)
+	return s.inner.updateToken(ctx, sub, fn)
 }
 
 func (s *forgettingStore) putConsent(ctx context.Context, sub string, fn func(cur *tokenRecord) (*tokenRecord, error)) error {
 	var email string
 	s.cache.forget(sub, "")
 	defer func() { s.cache.forget(sub, email) }()
-	return s.tokenStore.putConsent(ctx, sub, func(cur *tokenRecord) (*tokenRecord, error) {
+	return s.inner.putConsent(ctx, sub, func(cur *tokenRecord) (*tokenRecord, error) {
 		next, err := fn(cur)
 		if next != nil {
 			email = next.Email
@@ -389,5 +412,7 @@ func (s *forgettingStore) putConsent(ctx context.Context, sub string, fn func(cu
 func (s *forgettingStore) deleteToken(ctx context.Context, sub string, check func(cur *tokenRecord) error) error {
 	s.cache.forget(sub, "")
 	defer s.cache.forget(sub, "")
-	return s.tokenStore.deleteToken(ctx, sub, check)
+	return s.inner.deleteToken(ctx, sub, check)
 }
+
+func (s *forgettingStore) close() error { return s.inner.close() }
