@@ -371,11 +371,6 @@ func hashToken(v string) string {
 
 var emailPattern = lazyRegexp(`^[^\s@<>()",;:\\\[\]]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$`)
 
-// validEmail accepts the plain addresses Google accounts have.
-func validEmail(s string) bool {
-	return len(s) <= 254 && emailPattern().MatchString(s)
-}
-
 // idClaims are the id_token claims the callback uses.
 type idClaims struct {
 	Iss           string   `json:"iss"`
