@@ -614,14 +614,14 @@ func (s *server) chatCreate(ctx context.Context, ev *chatEvent, actor *chatUser,
 	switch n := utf8.RuneCountInString(name); {
 	case n == 0:
 		return chatReply{Text: "Tell me the new space's name, for example: `/createspace Launch review @Bob @Carol`."}
-	case n > 128:
-		return chatReply{Text: fmt.Sprintf("That name is %d characters long; a space's name has at most 128. Try a shorter one.", n)}
+	case n > maxDisplayName:
+		return chatReply{Text: fmt.Sprintf("That name is %d characters long; a space's name has at most %d. Try a shorter one.", n, maxDisplayName)}
 	}
 	if r, hidden := hiddenRune(name, false); hidden {
 		return chatReply{Text: fmt.Sprintf("That name contains %s, which does not show as itself; type the name again as plain text.", describeRune(r))}
 	}
-	if len(members) > 49 {
-		return chatReply{Text: fmt.Sprintf("You mentioned %d people; a new space can start with at most 49 besides you. Create it with fewer and add the others afterwards.", len(members))}
+	if len(members) > maxMembers {
+		return chatReply{Text: fmt.Sprintf("You mentioned %d people; a new space can start with at most %d besides you. Create it with fewer and add the others afterwards.", len(members), maxMembers)}
 	}
 	req := &createSpaceRequest{User: actor.Name, DisplayName: name, SpaceType: spaceTypeSpace, Members: members, RequestID: chatRequestID(ev.Message.Name)}
 	if err := req.validate(); err != nil {

@@ -88,6 +88,21 @@ type idTokenClaims struct {
 	EmailVerified flexBool `json:"email_verified"`
 }
 
+// flexBool is a boolean claim that some issuers send as "true"/"false".
+type flexBool bool
+
+func (f *flexBool) UnmarshalJSON(b []byte) error {
+	switch string(b) {
+	case "true", `"true"`:
+		*f = true
+	case "false", `"false"`, "null":
+		*f = false
+	default:
+		return errors.New("not a boolean")
+	}
+	return nil
+}
+
 // parsedIDToken is a token split into its parts, its header and claims
 // decoded but not yet trusted.
 type parsedIDToken struct {

@@ -431,18 +431,3 @@ func (a *audience) UnmarshalJSON(b []byte) error {
 	*a = many
 	return nil
 }
-
-// flexBool is a boolean claim that some issuers send as "true"/"false".
-type flexBool bool
-
-func (f *flexBool) UnmarshalJSON(b []byte) error {
-	switch string(b) {
-	case "true", `"true"`:
-		*f = true
-	case "false", `"false"`, "null":
-		*f = false
-	default:
-		return errors.New("not a boolean")
-	}
-	return nil
-}

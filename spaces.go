@@ -92,7 +92,7 @@ func (q *createSpaceRequest) validate() error {
 	switch q.SpaceType {
 	case spaceTypeSpace:
 		if n == 0 {
-			return bad(`"displayName" is required for a SPACE (1 to 128 characters)`)
+			return bad(`"displayName" is required for a SPACE (1 to %d characters)`, maxDisplayName)
 		}
 	case spaceTypeGroupChat:
 		// Chat names a group chat after its members and refuses a
@@ -114,14 +114,14 @@ func (q *createSpaceRequest) validate() error {
 	default:
 		return bad(`"spaceType" must be SPACE, GROUP_CHAT or DIRECT_MESSAGE`)
 	}
-	if n > 128 {
-		return bad(`"displayName" is longer than 128 characters`)
+	if n > maxDisplayName {
+		return bad(`"displayName" is longer than %d characters`, maxDisplayName)
 	}
 	if err := checkVisible("displayName", q.DisplayName, false); err != nil {
 		return err
 	}
-	if utf8.RuneCountInString(q.Description) > 4096 {
-		return bad(`"description" is longer than 4096 characters`)
+	if utf8.RuneCountInString(q.Description) > maxDescription {
+		return bad(`"description" is longer than %d characters`, maxDescription)
 	}
 	if err := checkVisible("description", q.Description, true); err != nil {
 		return err
@@ -129,8 +129,8 @@ func (q *createSpaceRequest) validate() error {
 	if q.Description != "" && q.SpaceType != spaceTypeSpace {
 		return bad(`"description" is only for a SPACE`)
 	}
-	if len(q.Members) > 49 {
-		return bad(`"members" lists %d users; Chat allows at most 49 besides the user`, len(q.Members))
+	if len(q.Members) > maxMembers {
+		return bad(`"members" lists %d users; Chat allows at most %d besides the user`, len(q.Members), maxMembers)
 	}
 	seen := make(map[string]bool, len(q.Members))
 	for i, m := range q.Members {
@@ -143,8 +143,8 @@ func (q *createSpaceRequest) validate() error {
 			seen[key] = true
 		}
 	}
-	if q.RequestID != "" && (len(q.RequestID) > 128 || !requestIDPattern().MatchString(q.RequestID)) {
-		return bad(`"requestId" must be 1 to 128 characters of letters, digits and . _ : ~ -`)
+	if q.RequestID != "" && (len(q.RequestID) > maxRequestID || !requestIDPattern().MatchString(q.RequestID)) {
+		return bad(`"requestId" must be 1 to %d characters of letters, digits and . _ : ~ -`, maxRequestID)
 	}
 	return nil
 }

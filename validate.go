@@ -6,6 +6,20 @@ import (
 	"sync"
 )
 
+// Limits shared by CreateSpace and ChatEvents' /createspace; they are
+// Chat's own (README.md, openapi.yaml).
+const (
+	// maxDisplayName bounds a space's name, in characters.
+	maxDisplayName = 128
+	// maxDescription bounds a space's description, in characters.
+	maxDescription = 4096
+	// maxMembers bounds the members a new space starts with, besides the
+	// user who creates it.
+	maxMembers = 49
+	// maxRequestID bounds a requestId, in bytes.
+	maxRequestID = 128
+)
+
 // requestIDPattern bounds no length: a counted repetition ({1,128}) costs
 // 1.5 ms of regexp compilation at every cold start (BENCHMARKS.md), so
 // validate checks the length itself.
