@@ -242,10 +242,9 @@ func TestStartClearsFlowCookies(t *testing.T) {
 
 	t.Run("junk before the oldest", func(t *testing.T) {
 		var pairs []string
-		var names []string
 		for i := range maxFlowCookies - 1 {
 			n, v := genuine(now - int64(100*(i+1)))
-			pairs, names = append(pairs, n, v), append(names, n)
+			pairs = append(pairs, n, v)
 		}
 		junk := flowCookiePrefix + "0123456789abcdef"
 		cleared, set := start(t, cookieHeader(append(pairs, junk, "not-a-flow", "other", "kept")...))

@@ -228,7 +228,7 @@ func newServer(ctx context.Context, cfg Config, o serverOptions) (*server, error
 			// The client lives as long as the instance, so it must not
 			// inherit the cancellation of the request that happened to
 			// build it.
-			st, err = newFirestoreStore(context.WithoutCancel(ctx), cfg.Project, cfg.FirestoreDatabase, o.storeTimeout, o.firestore...)
+			st, err = openFirestore(context.WithoutCancel(ctx), cfg.Project, cfg.FirestoreDatabase, o.storeTimeout, o.firestore...)
 		}
 		if err == nil {
 			s.store = st // closed by the deferred clean-up if the build fails

@@ -124,12 +124,12 @@ func TestEmailMovesBetweenAccounts(t *testing.T) {
 				t.Errorf("after Disconnect: new account kept %v, older account kept %v; want false, true", e.storedToken(bobSub) != nil, e.storedToken(aliceSub) != nil)
 			}
 			// The address names nobody, though the older record carries it.
-			_, code, body = e.createdBy(aliceEmail, "After Disconnect")
+			_, _, body = e.createdBy(aliceEmail, "After Disconnect")
 			checkJSONBody(t, body, 403, statusAuthorizationRequired)
 			if !strings.Contains(body, "login_hint=alice%40example.com") {
 				t.Errorf("the answer does not offer alice@ a consent: %s", body)
 			}
-			code, body = e.signed("Disconnect", `{"user":"alice@example.com"}`)
+			_, body = e.signed("Disconnect", `{"user":"alice@example.com"}`)
 			checkJSONBody(t, body, 404, statusNotFound)
 			if by, code, body := e.createdBy("users/"+aliceSub, "Older account still"); by != aliceSub {
 				t.Errorf("the older account by id after the newer one disconnected: created by %q (%d %s)", by, code, body)

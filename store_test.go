@@ -26,7 +26,7 @@ func newTestStore(t *testing.T, kind string) tokenStore {
 	switch kind {
 	case storeFirestore:
 		needFirestore(t)
-		s, err = newFirestoreStore(context.Background(), testProject, "(default)", patientTimeout)
+		s, err = openFirestore(context.Background(), testProject, "(default)", patientTimeout)
 	case storeLocal:
 		s, err = newLocalStore(filepath.Join(t.TempDir(), "data"), time.Now)
 	}
