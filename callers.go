@@ -14,7 +14,7 @@ import (
 )
 
 // How webhook callers (CreateSpace, Disconnect) prove who they are; see
-// DESIGN.md, "Caller authentication".
+// README.md, "Caller authentication".
 const (
 	// signatureHeader carries "t=<unix seconds>,v1=<hex HMAC-SHA256>".
 	signatureHeader = "X-Signature"

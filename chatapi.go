@@ -89,7 +89,7 @@ func memberName(m string) string {
 	return "users/" + strings.ToLower(m)
 }
 
-// chatError maps a failed Chat call to DESIGN.md's statuses. A 403 is a
+// chatError maps a failed Chat call to the statuses of README.md, "Errors". A 403 is a
 // permission problem, not a revocation: the token is kept.
 func (s *server) chatError(p *principal, err error) error {
 	var ge *googleapi.Error

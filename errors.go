@@ -9,7 +9,8 @@ import (
 	"strconv"
 )
 
-// Status values of the JSON error envelope, as DESIGN.md lists them.
+// Status values of the JSON error envelope, as README.md ("Errors") and
+// openapi.yaml list them.
 const (
 	statusInvalidArgument       = "INVALID_ARGUMENT"
 	statusUnauthenticated       = "UNAUTHENTICATED"
@@ -135,7 +136,7 @@ func logError(log *slog.Logger, e *Error, what string) {
 	}
 }
 
-// errorBody is the JSON error envelope of DESIGN.md.
+// errorBody is the JSON error envelope (openapi.yaml, Error).
 type errorBody struct {
 	Error errorDetail `json:"error"`
 }

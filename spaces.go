@@ -18,7 +18,7 @@ const (
 	spaceTypeDM        = "DIRECT_MESSAGE"
 )
 
-// createSpaceRequest is CreateSpace's body (DESIGN.md).
+// createSpaceRequest is CreateSpace's body (openapi.yaml, CreateSpaceRequest).
 type createSpaceRequest struct {
 	User        string   `json:"user"`
 	DisplayName string   `json:"displayName"`

@@ -7,7 +7,7 @@ import (
 	"net/http"
 )
 
-// maxBody bounds every webhook body (DESIGN.md: 64 KiB).
+// maxBody bounds every webhook body (README.md, openapi.yaml: 64 KiB).
 const maxBody = 64 << 10
 
 // webhookRequest is the common start of the webhook functions: POST,
