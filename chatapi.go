@@ -110,9 +110,9 @@ func (s *server) chatError(p *principal, err error) error {
 		// A new consent would not help a delegated user.
 		return wrapError(statusUpstreamError, cause, "the Chat API refused the delegated access token for %s; try again", p.Email)
 	case ge.Code == http.StatusUnauthorized:
-		return s.notAuthorized("users/"+p.Sub, p.Email, cause)
+		return s.consents.notAuthorized("users/"+p.Sub, p.Email, cause)
 	case ge.Code == http.StatusForbidden && hasReason(ge, "ACCESS_TOKEN_SCOPE_INSUFFICIENT"):
-		return s.notAuthorized("users/"+p.Sub, p.Email, cause)
+		return s.consents.notAuthorized("users/"+p.Sub, p.Email, cause)
 	case ge.Code == http.StatusForbidden:
 		return wrapError(statusPermissionDenied, cause, "the Chat API refused %s permission: %s", p.Email, msg)
 	case ge.Code == http.StatusNotFound && strings.Contains(strings.ToLower(msg), "chat app not found"):

@@ -663,7 +663,7 @@ func chatRequestID(message string) string {
 // chatDisconnect revokes the actor's consent at Google and deletes it, as
 // Disconnect does.
 func (s *server) chatDisconnect(ctx context.Context, actor *chatUser) chatReply {
-	rec, err := s.findRecord(ctx, actor.Name)
+	rec, err := s.consents.findRecord(ctx, actor.Name)
 	if errors.Is(err, errNotFound) {
 		return chatReply{Text: "You are not connected, so there is nothing to disconnect."}
 	}

@@ -36,7 +36,7 @@ func (s *server) handleDisconnect(w http.ResponseWriter, r *http.Request) error 
 		return err
 	}
 	ctx := r.Context()
-	rec, err := s.findRecord(ctx, user)
+	rec, err := s.consents.findRecord(ctx, user)
 	if errors.Is(err, errNotFound) {
 		return wrapError(statusNotFound, err, "no consent is stored for %s", req.User)
 	}
@@ -75,15 +75,6 @@ func (s *server) disconnect(ctx context.Context, rec *tokenRecord, caller string
 	}
 	loggerFrom(ctx).Info("consent revoked and deleted", "sub", rec.Sub, "caller", caller)
 	return nil
-}
-
-// findRecord reads a user's record by "users/{id}" or email, whatever its
-// status.
-func (s *server) findRecord(ctx context.Context, user string) (*tokenRecord, error) {
-	if id, ok := strings.CutPrefix(user, "users/"); ok {
-		return s.store.getToken(ctx, id)
-	}
-	return s.store.tokenByEmail(ctx, strings.ToLower(user))
 }
 
 // revoke revokes a token at Google. A token Google already considers

@@ -327,7 +327,7 @@ func TestFaultSecretManagerColdStart(t *testing.T) {
 		s, err := newServer(ctx, cfg, serverOptions{secretManager: sm.ClientOptions(), secretWait: time.Second,
 			now: e.clock.Now, logger: newLogger(e.logs), certsClient: e.google.HTTPClient()})
 		if err == nil {
-			s.store = spyStore{s.store}
+			setStore(s, spyStore{s.store})
 		}
 		return s, err
 	}

@@ -25,7 +25,6 @@ import (
 	"github.com/tink-crypto/tink-go/v2/tink"
 	"golang.org/x/oauth2"
 	"golang.org/x/sync/errgroup"
-	"golang.org/x/sync/singleflight"
 	"google.golang.org/api/chat/v1"
 	"google.golang.org/api/option"
 )
@@ -112,14 +111,12 @@ type server struct {
 	log            *slog.Logger
 	secrets        *secretReader
 	callers        *callerAuth
-	chat           *chat.Service      // shared by all users; the token rides in the context
-	chatDeadline   time.Duration      // bound on a CreateSpace's upstream work, retries included
-	refreshes      singleflight.Group // one refresh per user at a time on this instance
-	lease          leaseTiming        // the refresh lease across instances (lease.go)
-	tokens         *tokenCache        // recently read access tokens (tokens.go)
-	chatAuth       *chatAuth          // verifies Google Chat's requests; nil: ChatEvents is off
-	tickets        tink.AEAD          // seals consent-flow cookies and the tickets of Chat's consent prompts (the token keyset)
-	delegation     *delegator         // domain-wide delegation; nil: CREDENTIAL_SOURCE=consent
+	chat           *chat.Service // shared by all users; the token rides in the context
+	chatDeadline   time.Duration // bound on a CreateSpace's upstream work, retries included
+	consents       *consents     // stored consents: lookup, refresh under the lease, save (consents.go)
+	chatAuth       *chatAuth     // verifies Google Chat's requests; nil: ChatEvents is off
+	tickets        tink.AEAD     // seals consent-flow cookies and the tickets of Chat's consent prompts (the token keyset)
+	delegation     *delegator    // domain-wide delegation; nil: CREDENTIAL_SOURCE=consent
 }
 
 // serverOptions are the dependencies a test (or cmd/local) may replace.
@@ -161,7 +158,6 @@ func newServer(ctx context.Context, cfg Config, o serverOptions) (*server, error
 		o.tokenCacheTTL = tokenCacheTTL
 	}
 	s := &server{cfg: cfg, http: o.httpClient, now: o.now, log: o.logger, chatDeadline: o.chatDeadline,
-		lease:   o.lease.withDefaults(),
 		secrets: &secretReader{opts: o.secretManager, wait: o.secretWait}}
 	built := false
 	defer func() {
@@ -283,8 +279,10 @@ func newServer(ctx context.Context, cfg Config, o serverOptions) (*server, error
 		return nil, fmt.Errorf("chat: new service: %w", err)
 	}
 
-	s.tokens = newTokenCache(o.tokenCacheTTL)
-	s.store = newForgettingStore(newEncryptedStore(s.store, cipher), s.tokens)
+	cache := newTokenCache(o.tokenCacheTTL)
+	s.store = newForgettingStore(newEncryptedStore(s.store, cipher), cache)
+	s.consents = &consents{store: s.store, cache: cache, oauth: s.oauth, http: s.http,
+		lease: o.lease.withDefaults(), publicURL: cfg.PublicURL, now: s.now}
 	built = true
 	return s, nil
 }

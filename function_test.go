@@ -286,6 +286,13 @@ func (s *sensitiveSet) recordURL(u string) {
 // spyStore records the tokens the server stores.
 type spyStore struct{ tokenStore }
 
+// setStore makes st the store of s and of its consents, as newServer
+// shares one.
+func setStore(s *server, st tokenStore) {
+	s.store = st
+	s.consents.store = st
+}
+
 // spyAEAD records what the server seals into flow cookies: the PKCE
 // verifier (the record's first field) and the sealed value.
 type spyAEAD struct{ tink.AEAD }
@@ -348,7 +355,7 @@ func (e *testEnv) newServer(edit ...func(*serverOptions)) *server {
 	if err != nil {
 		e.t.Fatalf("newServer: %v", err)
 	}
-	s.store = spyStore{s.store}
+	setStore(s, spyStore{s.store})
 	s.tickets = spyAEAD{s.tickets}
 	e.t.Cleanup(func() { s.close() })
 	return s

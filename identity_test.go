@@ -404,10 +404,10 @@ func TestDisconnectSparesConsentGivenMeanwhile(t *testing.T) {
 			e := newTestEnv(t, kind)
 			e.connect()
 			inner := e.srv.store
-			e.srv.store = consentDuringDelete{tokenStore: inner, at: e.clock.Now().Add(2 * time.Second)}
+			setStore(e.srv, consentDuringDelete{tokenStore: inner, at: e.clock.Now().Add(2 * time.Second)})
 			code, body := e.signed("Disconnect", `{"user":"alice@example.com"}`)
 			checkJSONBody(t, body, 409, statusAlreadyExists)
-			e.srv.store = inner
+			setStore(e.srv, inner)
 			if got := e.storedToken(aliceSub); code != 409 || got == nil || got.RefreshToken != "1//consented-meanwhile" {
 				t.Errorf("got %d, record %v; want 409 and the consent given meanwhile kept", code, got)
 			}

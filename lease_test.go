@@ -120,7 +120,7 @@ func (e *testEnv) nodes(n int, l leaseTiming) []*node {
 	var out []*node
 	for _, s := range srvs {
 		w := &leaseWatch{tokenStore: s.store, now: e.clock.Now}
-		s.store = w
+		setStore(s, w)
 		out = append(out, &node{e: e, srv: s, create: handlerFor(e.t, s, "CreateSpace"), watch: w})
 	}
 	return out
@@ -542,7 +542,7 @@ func BenchmarkLeaseWait(b *testing.B) {
 			)
 			for _, s := range srvs {
 				w := &leaseWatch{tokenStore: s.store, now: e.clock.Now}
-				s.store = w
+				setStore(s, w)
 				watches = append(watches, w)
 				handlers = append(handlers, handlerFor(b, s, "CreateSpace"))
 			}
@@ -632,7 +632,8 @@ func TestLeaseClockSkew(t *testing.T) {
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
 			e, nodes, hold := expiredAlice(t, kind, 2)
-			nodes[1].srv.now = func() time.Time { return e.clock.Now().Add(testLease.length) }
+			ahead := func() time.Time { return e.clock.Now().Add(testLease.length) }
+			nodes[1].srv.now, nodes[1].srv.consents.now = ahead, ahead
 			var holder inFlight
 			holder.send(nodes[0], "Holder")
 			arrived(t, hold)

@@ -146,7 +146,7 @@ func (s *server) handleCallback(w http.ResponseWriter, r *http.Request) error {
 
 	tok, err := s.oauth.Exchange(context.WithValue(ctx, oauth2.HTTPClient, s.http), code, oauth2.VerifierOption(rec.Verifier))
 	if err != nil {
-		return s.exchangeError(err, rec.LoginHint)
+		return exchangeError(err, s.cfg.PublicURL, rec.LoginHint)
 	}
 	idToken, _ := tok.Extra("id_token").(string)
 	user, err := parseIDToken(idToken, s.oauth.ClientID, s.now())
@@ -168,54 +168,9 @@ func (s *server) handleCallback(w http.ResponseWriter, r *http.Request) error {
 		return e
 	}
 
-	now := s.now()
-	merge := func(cur *tokenRecord) (*tokenRecord, error) {
-		next := &tokenRecord{
-			Sub:          user.Sub,
-			Email:        email,
-			RefreshToken: tok.RefreshToken,
-			AccessToken:  tok.AccessToken,
-			Expiry:       s.expiry(tok),
-			Scopes:       scopes,
-			Status:       tokenActive,
-			CreatedAt:    now,
-			UpdatedAt:    now,
-			ConsentedAt:  now,
-		}
-		if cur != nil {
-			next.CreatedAt, next.LastRefreshAt = cur.CreatedAt, cur.LastRefreshAt
-		}
-		if next.RefreshToken == "" {
-			// Google omits the refresh token when it considers the app
-			// already authorized. A good stored one is kept; a missing or
-			// revoked one cannot be replaced by nothing.
-			if cur == nil || cur.RefreshToken == "" || cur.Status != tokenActive {
-				return nil, errNoRefreshToken
-			}
-			next.RefreshToken = cur.RefreshToken
-		}
-		return next, nil
-	}
-	// The consent makes email name this account (README.md, "Identity"),
-	// in the same transaction: an account that consented with it before
-	// stays reachable as users/{its id} only.
-	err = s.store.putConsent(ctx, user.Sub, merge)
-	var tde *tokenDecryptError
-	if errors.As(err, &tde) {
-		// The stored record cannot be opened, so nothing in it can be kept:
-		// the fresh consent replaces it.
-		loggerFrom(ctx).Warn("replacing a stored token that cannot be decrypted", "sub", user.Sub, "error", err.Error())
-		if err = s.store.deleteToken(ctx, user.Sub, nil); err == nil {
-			err = s.store.putConsent(ctx, user.Sub, merge)
-		}
-	}
-	if errors.Is(err, errNoRefreshToken) {
-		return s.reauthError(email, "Google did not send a lasting authorization for "+email+". Remove this app at https://myaccount.google.com/connections, then connect again.")
-	}
-	if err != nil {
+	if err := s.consents.save(ctx, user.Sub, email, tok, scopes); err != nil {
 		return err
 	}
-	loggerFrom(ctx).Info("consent stored", "sub", user.Sub, "newRefreshToken", tok.RefreshToken != "")
 	if s.redirectToChat(w, r, rec) {
 		return nil
 	}
@@ -287,13 +242,13 @@ var oauthErrorCode = lazyRegexp(`^[a-z_]+$`)
 // exchangeError maps a failed call to the token endpoint (a code exchange
 // or a refresh). The endpoint's body is not logged: only its status and
 // error code.
-func (s *server) exchangeError(err error, loginHint string) error {
+func exchangeError(err error, publicURL, loginHint string) error {
 	var re *oauth2.RetrieveError
 	switch {
 	case errors.As(err, &re) && re.ErrorCode == "invalid_grant":
-		e := s.reauthError(loginHint, "Google did not accept this sign-in (it expired or was already used); connect again")
-		e.Err = errors.New("token endpoint: invalid_grant")
-		return e
+		return &Error{Status: statusAuthorizationRequired, AuthorizeURL: startURL(publicURL, loginHint),
+			Message: "Google did not accept this sign-in (it expired or was already used); connect again",
+			Err:     errors.New("token endpoint: invalid_grant")}
 	case errors.As(err, &re):
 		code := 0
 		if re.Response != nil {
@@ -318,8 +273,11 @@ func (s *server) restartError(status, msg, loginHint string) *Error {
 }
 
 // startURL is the OAuthStart link, on PUBLIC_URL, for a user.
-func (s *server) startURL(loginHint string) string {
-	u := s.cfg.PublicURL + "/OAuthStart"
+func (s *server) startURL(loginHint string) string { return startURL(s.cfg.PublicURL, loginHint) }
+
+// startURL is the OAuthStart link on publicURL for a user.
+func startURL(publicURL, loginHint string) string {
+	u := publicURL + "/OAuthStart"
 	if loginHint != "" {
 		u += "?login_hint=" + url.QueryEscape(loginHint)
 	}

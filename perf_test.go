@@ -104,7 +104,7 @@ func newPerfEnv(t testing.TB, kind string, edit ...func(*serverOptions)) *perfEn
 	}
 	t.Cleanup(func() { s.close() })
 	cs := &countingStore{tokenStore: s.store}
-	s.store = cs
+	setStore(s, cs)
 	inst := &instance{log: s.log}
 	inst.srv.Store(s)
 	e := &perfEnv{cfg: cfg, srv: s, google: g, store: cs, clock: clock}
