@@ -26,7 +26,7 @@ import (
 )
 
 // This file attacks the whole service through the Functions Framework the
-// way an adversary would (issue 7): every row sends one hostile request and
+// way an adversary would: every row sends one hostile request and
 // checks the exact status and JSON error, that no token was stored or
 // changed, that no upstream call was made that should not have been, that
 // no secret came back and that nothing redirected off the configured hosts.

@@ -21,7 +21,7 @@ import (
 	"github.com/chatauth/chatauth/internal/fakesecretmanager"
 )
 
-// This file injects the faults of a bad day (issue 7): each test names the
+// This file injects the faults of a bad day: each test names the
 // expected answer and checks that nothing was lost. TESTING.md lists them.
 
 // firestoreOf returns the Firestore store under the server's wrappers.

@@ -348,7 +348,8 @@ func (i *instance) get(ctx context.Context) (*server, error) {
 func (i *instance) handler(f function) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		// The instance's logger is made only when there is no server's to
-		// use: a request logger costs 17 allocations (BENCHMARKS.md).
+		// use: a request logger costs allocations on every request
+		// (BENCHMARKS.md).
 		var log *slog.Logger
 		defer func() {
 			if v := recover(); v != nil {

@@ -33,7 +33,7 @@ import (
 	"github.com/chatauth/chatauth/internal/fakegoogle"
 )
 
-// The fuzz targets of issue 7. Each states its invariants; beyond them,
+// The fuzz targets. Each states its invariants; beyond them,
 // none may panic. Seed corpora are in testdata/fuzz/<name>; .ci/run fuzzes
 // each for a bounded time, and TESTING.md has the commands.
 

@@ -234,9 +234,9 @@ func (s *server) callbackRefused(w http.ResponseWriter, r *http.Request, q url.V
 	return errorf(statusInvalidArgument, "Google refused the sign-in request (%s); the operator should check the OAuth client's configuration", code)
 }
 
-// oauthErrorCode bounds no length: a counted repetition ({1,64}) costs
-// 0.6 ms of regexp compilation at every cold start (BENCHMARKS.md), so the
-// caller checks the length itself.
+// oauthErrorCode bounds no length: a counted repetition ({1,64}) is
+// costly to compile at a cold start (BENCHMARKS.md), so the caller checks
+// the length itself.
 var oauthErrorCode = lazyRegexp(`^[a-z_]+$`)
 
 // exchangeError maps a failed call to the token endpoint (a code exchange

@@ -18,9 +18,9 @@ import (
 	"github.com/chatauth/chatauth/internal/fakegoogle"
 )
 
-// These tests hold the round-trip budget of issue 8 as counts, never as
-// times: a warm CreateSpace makes one Chat call, no token call and at most
-// one store read; an expired token is refreshed once per user however many
+// These tests hold the round-trip budget (README.md, "Performance") as
+// counts, never as times: a warm CreateSpace makes one Chat call, no token
+// call and at most one store read; an expired token is refreshed once per user however many
 // requests want it at once. The timings are in BENCHMARKS.md.
 
 // countingStore counts the store operations that read: getToken,
@@ -274,8 +274,8 @@ func TestOAuthErrorCodeBound(t *testing.T) {
 }
 
 // TestHandlerLogsWithoutServer: the request logger that names the function
-// is still there for a failed build and for a panic, now that it is made
-// only when needed.
+// is there for a failed build and for a panic, though it is made only
+// when needed.
 func TestHandlerLogsWithoutServer(t *testing.T) {
 	var logs syncBuffer
 	failing := &instance{log: newLogger(&logs), build: func(context.Context) (*server, error) {

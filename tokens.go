@@ -214,7 +214,7 @@ func (c *consents) refreshError(ctx context.Context, rec *tokenRecord, err error
 }
 
 // tokenCacheTTL bounds how long an instance serves a user's access token
-// from memory instead of reading the store (issue 8). A write on this
+// from memory instead of reading the store. A write on this
 // instance (a refresh, a new consent, Disconnect, needs_reauth) takes
 // effect at once; a write on another instance takes effect within the
 // bound. In practice a Disconnect elsewhere takes effect at once too: it

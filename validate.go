@@ -20,15 +20,16 @@ const (
 	maxRequestID = 128
 )
 
-// requestIDPattern bounds no length: a counted repetition ({1,128}) costs
-// 1.5 ms of regexp compilation at every cold start (BENCHMARKS.md), so
-// validate checks the length itself.
+// requestIDPattern bounds no length: a counted repetition ({1,128}) is
+// costly to compile at a cold start (BENCHMARKS.md), so validate checks
+// the length itself.
 var requestIDPattern = lazyRegexp(`^[A-Za-z0-9._:~-]+$`)
 
 // lazyRegexp compiles expr on its first use. A package-level
 // regexp.MustCompile runs at every cold start, before the first request,
-// whether any request needs the pattern or not; chatauth's patterns were
-// most of its own package initialisation (BENCHMARKS.md). Tests use every
+// whether any request needs the pattern or not, and compiling patterns is
+// most of what chatauth's own package initialisation would do
+// (BENCHMARKS.md). Tests use every
 // pattern, so a broken one still fails them.
 func lazyRegexp(expr string) func() *regexp.Regexp {
 	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
