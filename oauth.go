@@ -117,19 +117,10 @@ func (s *server) handleCallback(w http.ResponseWriter, r *http.Request) error {
 	if _, ok := q["error"]; ok {
 		return s.callbackRefused(w, r, q)
 	}
-	code, err := requiredParam(q, "code", 4096)
+	code, state, iss, err := callbackParams(q)
 	if err != nil {
 		return err
 	}
-	state, err := requiredParam(q, "state", maxState)
-	if err != nil {
-		return err
-	}
-	iss, err := optionalParam(q, "iss")
-	if err != nil {
-		return err
-	}
-
 	rec, err := s.findFlow(r, state)
 	if err != nil {
 		return err
@@ -144,31 +135,11 @@ func (s *server) handleCallback(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 
-	tok, err := s.oauth.Exchange(context.WithValue(ctx, oauth2.HTTPClient, s.http), code, oauth2.VerifierOption(rec.Verifier))
+	tok, sub, email, scopes, err := s.exchange(ctx, code, rec)
 	if err != nil {
-		return exchangeError(err, s.cfg.PublicURL, rec.LoginHint)
-	}
-	idToken, _ := tok.Extra("id_token").(string)
-	user, err := parseIDToken(idToken, s.oauth.ClientID, s.now())
-	if err != nil {
-		return wrapError(statusUpstreamError, err, "Google's answer did not identify the account; try connecting again")
-	}
-	if !user.EmailVerified {
-		return errorf(statusPermissionDenied, "the Google account's email address is not verified, so it cannot be connected")
-	}
-	email := strings.ToLower(user.Email)
-	if err := checkChatUser(ctx, rec, user.Sub, email); err != nil {
 		return err
 	}
-	scopeText, _ := tok.Extra("scope").(string)
-	scopes := strings.Fields(scopeText)
-	if !slices.Contains(scopes, scopeChatCreate) {
-		e := s.reauthError(email, "Google Chat was not connected: the permission to create Chat spaces was not granted. Connect again and allow “Create conversations and spaces”.")
-		e.Err = fmt.Errorf("granted scopes %q lack %s", scopeText, scopeChatCreate)
-		return e
-	}
-
-	if err := s.consents.save(ctx, user.Sub, email, tok, scopes); err != nil {
+	if err := s.consents.save(ctx, sub, email, tok, scopes); err != nil {
 		return err
 	}
 	if s.redirectToChat(w, r, rec) {
@@ -186,6 +157,51 @@ func (s *server) handleCallback(w http.ResponseWriter, r *http.Request) error {
 }
 
 var errNoRefreshToken = errors.New("no refresh token")
+
+// callbackParams reads an authorization response's code and state, each
+// required once, and its optional iss.
+func callbackParams(q url.Values) (code, state, iss string, err error) {
+	if code, err = requiredParam(q, "code", 4096); err != nil {
+		return "", "", "", err
+	}
+	if state, err = requiredParam(q, "state", maxState); err != nil {
+		return "", "", "", err
+	}
+	if iss, err = optionalParam(q, "iss"); err != nil {
+		return "", "", "", err
+	}
+	return code, state, iss, nil
+}
+
+// exchange trades the code of the flow rec for tokens and reads who
+// consented from the id_token: an account with a verified email, the one
+// a consent started from Chat was for, that granted Chat's scope.
+func (s *server) exchange(ctx context.Context, code string, rec *stateRecord) (tok *oauth2.Token, sub, email string, scopes []string, err error) {
+	tok, err = s.oauth.Exchange(context.WithValue(ctx, oauth2.HTTPClient, s.http), code, oauth2.VerifierOption(rec.Verifier))
+	if err != nil {
+		return nil, "", "", nil, exchangeError(err, s.cfg.PublicURL, rec.LoginHint)
+	}
+	idToken, _ := tok.Extra("id_token").(string)
+	user, err := parseIDToken(idToken, s.oauth.ClientID, s.now())
+	if err != nil {
+		return nil, "", "", nil, wrapError(statusUpstreamError, err, "Google's answer did not identify the account; try connecting again")
+	}
+	if !user.EmailVerified {
+		return nil, "", "", nil, errorf(statusPermissionDenied, "the Google account's email address is not verified, so it cannot be connected")
+	}
+	email = strings.ToLower(user.Email)
+	if err := checkChatUser(ctx, rec, user.Sub, email); err != nil {
+		return nil, "", "", nil, err
+	}
+	scopeText, _ := tok.Extra("scope").(string)
+	scopes = strings.Fields(scopeText)
+	if !slices.Contains(scopes, scopeChatCreate) {
+		e := s.reauthError(email, "Google Chat was not connected: the permission to create Chat spaces was not granted. Connect again and allow “Create conversations and spaces”.")
+		e.Err = fmt.Errorf("granted scopes %q lack %s", scopeText, scopeChatCreate)
+		return nil, "", "", nil, e
+	}
+	return tok, user.Sub, email, scopes, nil
+}
 
 // useState marks the state used in the store, so that it serves one
 // callback across instances, and clears the flow's cookie; a state used

@@ -85,6 +85,34 @@ func (q *createSpaceRequest) validate() error {
 	if !validUser(q.User) {
 		return bad(`"user" must be "users/{numeric id}" or an email address`)
 	}
+	if err := q.checkKind(); err != nil {
+		return err
+	}
+	if err := checkVisible("displayName", q.DisplayName, false); err != nil {
+		return err
+	}
+	if utf8.RuneCountInString(q.Description) > maxDescription {
+		return bad(`"description" is longer than %d characters`, maxDescription)
+	}
+	if err := checkVisible("description", q.Description, true); err != nil {
+		return err
+	}
+	if q.Description != "" && q.SpaceType != spaceTypeSpace {
+		return bad(`"description" is only for a SPACE`)
+	}
+	if err := q.checkMembers(); err != nil {
+		return err
+	}
+	if q.RequestID != "" && (len(q.RequestID) > maxRequestID || !requestIDPattern().MatchString(q.RequestID)) {
+		return bad(`"requestId" must be 1 to %d characters of letters, digits and . _ : ~ -`, maxRequestID)
+	}
+	return nil
+}
+
+// checkKind checks spaceType (SPACE when absent) against displayName and
+// the number of members, as Chat would, without the round trip.
+func (q *createSpaceRequest) checkKind() error {
+	bad := func(format string, args ...any) error { return errorf(statusInvalidArgument, format, args...) }
 	if q.SpaceType == "" {
 		q.SpaceType = spaceTypeSpace
 	}
@@ -117,18 +145,12 @@ func (q *createSpaceRequest) validate() error {
 	if n > maxDisplayName {
 		return bad(`"displayName" is longer than %d characters`, maxDisplayName)
 	}
-	if err := checkVisible("displayName", q.DisplayName, false); err != nil {
-		return err
-	}
-	if utf8.RuneCountInString(q.Description) > maxDescription {
-		return bad(`"description" is longer than %d characters`, maxDescription)
-	}
-	if err := checkVisible("description", q.Description, true); err != nil {
-		return err
-	}
-	if q.Description != "" && q.SpaceType != spaceTypeSpace {
-		return bad(`"description" is only for a SPACE`)
-	}
+	return nil
+}
+
+// checkMembers checks that members are at most maxMembers distinct users.
+func (q *createSpaceRequest) checkMembers() error {
+	bad := func(format string, args ...any) error { return errorf(statusInvalidArgument, format, args...) }
 	if len(q.Members) > maxMembers {
 		return bad(`"members" lists %d users; Chat allows at most %d besides the user`, len(q.Members), maxMembers)
 	}
@@ -142,9 +164,6 @@ func (q *createSpaceRequest) validate() error {
 		} else {
 			seen[key] = true
 		}
-	}
-	if q.RequestID != "" && (len(q.RequestID) > maxRequestID || !requestIDPattern().MatchString(q.RequestID)) {
-		return bad(`"requestId" must be 1 to %d characters of letters, digits and . _ : ~ -`, maxRequestID)
 	}
 	return nil
 }
