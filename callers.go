@@ -173,22 +173,45 @@ func (a *callerAuth) verifyHMAC(header string, body []byte) (int64, []byte, erro
 	if len(a.secrets) == 0 {
 		return 0, nil, errorf(statusUnauthenticated, "X-Signature is not accepted here (no webhook secrets are configured); send Authorization: Bearer <Google ID token>")
 	}
+	ts, t, want, err := parseSignatureHeader(header)
+	if err != nil {
+		return 0, nil, err
+	}
+	switch d := a.now().Unix() - t; {
+	case d > signatureWindow:
+		return 0, nil, errorf(statusUnauthenticated, "the signature timestamp is more than %d seconds old; sign each request when sending it, and check the caller's clock", signatureWindow)
+	case d < -signatureWindow:
+		return 0, nil, errorf(statusUnauthenticated, "the signature timestamp is more than %d seconds from now; check the caller's clock", signatureWindow)
+	}
+	if !a.signedByASecret(ts, body, want[:]) {
+		return 0, nil, errorf(statusUnauthenticated, "the signature does not match the body; sign the exact bytes sent, as HMAC-SHA256(secret, \"<t>.<raw body>\")")
+	}
+	return t, want[:], nil
+}
+
+// parseSignatureHeader reads t (as sent, and as unix seconds) and v1 from
+// an X-Signature value, refusing anything but printable ASCII
+// key=value fields, each key at most once.
+func parseSignatureHeader(header string) (ts string, t int64, v1mac [sha256.Size]byte, err error) {
+	fail := func(problem string) (string, int64, [sha256.Size]byte, error) {
+		return "", 0, [sha256.Size]byte{}, malformedSignature(problem)
+	}
 	if header == "" {
-		return 0, nil, malformedSignature("empty")
+		return fail("empty")
 	}
 	if len(header) > maxSignatureHeader {
-		return 0, nil, malformedSignature(fmt.Sprintf("longer than %d bytes", maxSignatureHeader))
+		return fail(fmt.Sprintf("longer than %d bytes", maxSignatureHeader))
 	}
 	for i := 0; i < len(header); i++ {
 		if c := header[i]; c <= ' ' || c >= 0x7f {
-			return 0, nil, malformedSignature("spaces, control or non-ASCII characters")
+			return fail("spaces, control or non-ASCII characters")
 		}
 	}
 
 	var (
 		keys          [maxSignatureFields]string
 		nkeys         int
-		ts, v1        string
+		v1            string
 		haveT, haveV1 bool
 	)
 	for rest, more := header, true; more; {
@@ -196,18 +219,18 @@ func (a *callerAuth) verifyHMAC(header string, body []byte) (int64, []byte, erro
 		field, rest, more = strings.Cut(rest, ",")
 		k, v, ok := strings.Cut(field, "=")
 		if !ok || !isSignatureKey(k) || v == "" {
-			return 0, nil, malformedSignature("fields must be key=value, separated by commas")
+			return fail("fields must be key=value, separated by commas")
 		}
 		if slices.Contains(keys[:nkeys], k) {
 			switch k {
 			case "t", "v1":
-				return 0, nil, malformedSignature(k + " appears more than once")
+				return fail(k + " appears more than once")
 			default:
-				return 0, nil, malformedSignature("a field appears more than once")
+				return fail("a field appears more than once")
 			}
 		}
 		if nkeys == len(keys) {
-			return 0, nil, malformedSignature(fmt.Sprintf("more than %d fields", maxSignatureFields))
+			return fail(fmt.Sprintf("more than %d fields", maxSignatureFields))
 		}
 		keys[nkeys] = k
 		nkeys++
@@ -219,27 +242,25 @@ func (a *callerAuth) verifyHMAC(header string, body []byte) (int64, []byte, erro
 		}
 	}
 	if !haveT {
-		return 0, nil, malformedSignature("no t")
+		return fail("no t")
 	}
 	if !haveV1 {
-		return 0, nil, malformedSignature("no v1")
+		return fail("no v1")
 	}
 	t, ok := parseUnixSeconds(ts)
 	if !ok {
-		return 0, nil, malformedSignature(fmt.Sprintf("t must be unix seconds, 1 to %d digits", maxTimestampDigits))
+		return fail(fmt.Sprintf("t must be unix seconds, 1 to %d digits", maxTimestampDigits))
 	}
-	var want [sha256.Size]byte
-	if !decodeHex(want[:], v1) {
-		return 0, nil, malformedSignature(fmt.Sprintf("v1 must be %d hex digits", 2*sha256.Size))
+	if !decodeHex(v1mac[:], v1) {
+		return fail(fmt.Sprintf("v1 must be %d hex digits", 2*sha256.Size))
 	}
+	return ts, t, v1mac, nil
+}
 
-	switch d := a.now().Unix() - t; {
-	case d > signatureWindow:
-		return 0, nil, errorf(statusUnauthenticated, "the signature timestamp is more than %d seconds old; sign each request when sending it, and check the caller's clock", signatureWindow)
-	case d < -signatureWindow:
-		return 0, nil, errorf(statusUnauthenticated, "the signature timestamp is more than %d seconds from now; check the caller's clock", signatureWindow)
-	}
-
+// signedByASecret reports whether want is the HMAC of "<ts>.<body>" under
+// any secret. Every secret is tried and compared in constant time, so
+// neither the time taken nor the answer tells which one matched.
+func (a *callerAuth) signedByASecret(ts string, body, want []byte) bool {
 	// The message is "<t>.<body>", with t exactly as sent. The prefix is
 	// built in a small buffer whose tail receives each sum.
 	var buf [maxTimestampDigits + 1 + sha256.Size]byte
@@ -252,14 +273,11 @@ func (a *callerAuth) verifyHMAC(header string, body []byte) (int64, []byte, erro
 		m.Write(prefix)
 		m.Write(body)
 		got := m.Sum(buf[n+1 : n+1])
-		if hmac.Equal(got, want[:]) {
+		if hmac.Equal(got, want) {
 			matched = true
 		}
 	}
-	if !matched {
-		return 0, nil, errorf(statusUnauthenticated, "the signature does not match the body; sign the exact bytes sent, as HMAC-SHA256(secret, \"<t>.<raw body>\")")
-	}
-	return t, want[:], nil
+	return matched
 }
 
 // isSignatureKey reports whether k is a plausible X-Signature field name:
