@@ -42,28 +42,9 @@ func (s *server) handleStart(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Allow", "GET, HEAD")
 		return errorf(statusMethodNotAllowed, "OAuthStart is opened with GET, in a browser")
 	}
-	q := r.URL.Query()
-	hint, err := optionalParam(q, "login_hint")
+	hint, ticket, err := s.startParams(r.URL.Query())
 	if err != nil {
 		return err
-	}
-	if hint != "" && !validEmail(hint) {
-		return errorf(statusInvalidArgument, "login_hint must be an email address, like alice@example.com")
-	}
-	// A ticket (from ChatEvents' Configure prompt) binds the consent to a
-	// Chat user and says where Chat wants the browser back.
-	var ticket *chatTicket
-	if _, ok := q["ticket"]; ok {
-		raw, err := requiredParam(q, "ticket", maxTicket)
-		if err != nil {
-			return err
-		}
-		if ticket, err = s.openTicket(raw); err != nil {
-			return err
-		}
-		if hint == "" && validEmail(ticket.Email) {
-			hint = ticket.Email
-		}
 	}
 
 	state, verifier := randomToken(), oauth2.GenerateVerifier()
@@ -99,6 +80,32 @@ func (s *server) handleStart(w http.ResponseWriter, r *http.Request) error {
 	w.WriteHeader(http.StatusFound)
 	loggerFrom(r.Context()).Info("consent started", "loginHint", hint != "", "oldFlowsCleared", cleared)
 	return nil
+}
+
+// startParams reads OAuthStart's login_hint and ticket. A ticket (from
+// ChatEvents' Configure prompt) binds the consent to a Chat user and says
+// where Chat wants the browser back; its email is the hint when none is
+// given.
+func (s *server) startParams(q url.Values) (hint string, ticket *chatTicket, err error) {
+	if hint, err = optionalParam(q, "login_hint"); err != nil {
+		return "", nil, err
+	}
+	if hint != "" && !validEmail(hint) {
+		return "", nil, errorf(statusInvalidArgument, "login_hint must be an email address, like alice@example.com")
+	}
+	if _, ok := q["ticket"]; ok {
+		raw, err := requiredParam(q, "ticket", maxTicket)
+		if err != nil {
+			return "", nil, err
+		}
+		if ticket, err = s.openTicket(raw); err != nil {
+			return "", nil, err
+		}
+		if hint == "" && validEmail(ticket.Email) {
+			hint = ticket.Email
+		}
+	}
+	return hint, ticket, nil
 }
 
 // handleCallback serves GET /OAuthCallback. The order matters: the
