@@ -3,25 +3,18 @@ package chatauth
 import (
 	"context"
 	"crypto/hmac"
-	"crypto/rsa"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
-
-	"google.golang.org/api/idtoken"
-	"google.golang.org/api/option"
 )
 
 // How webhook callers (CreateSpace, Disconnect) prove who they are; see
-// DESIGN.md, "Caller authentication".
+// README.md, "Caller authentication".
 const (
 	// signatureHeader carries "t=<unix seconds>,v1=<hex HMAC-SHA256>".
 	signatureHeader = "X-Signature"
@@ -37,9 +30,6 @@ const (
 	// maxTimestampDigits admits every date until the year 33658 and keeps
 	// the parse clear of overflow.
 	maxTimestampDigits = 12
-	// maxIDTokenBytes bounds a bearer token; Google's ID tokens are about
-	// 1 KiB.
-	maxIDTokenBytes = 8 << 10
 
 	callerHMAC    = "hmac"
 	callerIDToken = "idtoken"
@@ -72,7 +62,7 @@ type callerAuth struct {
 	secrets   [][]byte            // HMAC keys; empty: signatures are refused
 	audiences []string            // ID-token audiences; empty: ID tokens are refused
 	trusted   map[string]struct{} // lowercase emails of ID-token callers that may act for anyone
-	validator *idtoken.Validator  // nil when audiences is empty
+	idTokens  *idTokenVerifier    // nil when audiences is empty
 	now       func() time.Time
 }
 
@@ -121,16 +111,17 @@ func newCallerAuth(ctx context.Context, secrets [][]byte, audiences, trustedCall
 		}
 	}
 	if len(a.audiences) > 0 {
-		var opts []idtoken.ClientOption
-		if httpClient != nil {
-			opts = append(opts, option.WithHTTPClient(httpClient))
-		}
-		// The validator outlives the request that happens to build it.
-		v, err := idtoken.NewValidator(context.WithoutCancel(ctx), opts...)
+		keys, err := newGoogleKeys(ctx, httpClient)
 		if err != nil {
-			return nil, fmt.Errorf("callers: new ID token validator: %w", err)
+			return nil, fmt.Errorf("callers: %w", err)
 		}
-		a.validator = v
+		a.idTokens = newIDTokenVerifier(idTokenPolicy{
+			audiences:    a.audiences,
+			audienceHint: "one of ALLOWED_AUDIENCES (usually this function's URL)",
+			issuers:      []string{googleIssuer, "accounts.google.com"},
+			account:      true,
+			keys:         keys,
+		}, now)
 	}
 	return a, nil
 }
@@ -182,22 +173,45 @@ func (a *callerAuth) verifyHMAC(header string, body []byte) (int64, []byte, erro
 	if len(a.secrets) == 0 {
 		return 0, nil, errorf(statusUnauthenticated, "X-Signature is not accepted here (no webhook secrets are configured); send Authorization: Bearer <Google ID token>")
 	}
+	ts, t, want, err := parseSignatureHeader(header)
+	if err != nil {
+		return 0, nil, err
+	}
+	switch d := a.now().Unix() - t; {
+	case d > signatureWindow:
+		return 0, nil, errorf(statusUnauthenticated, "the signature timestamp is more than %d seconds old; sign each request when sending it, and check the caller's clock", signatureWindow)
+	case d < -signatureWindow:
+		return 0, nil, errorf(statusUnauthenticated, "the signature timestamp is more than %d seconds from now; check the caller's clock", signatureWindow)
+	}
+	if !a.signedByASecret(ts, body, want[:]) {
+		return 0, nil, errorf(statusUnauthenticated, "the signature does not match the body; sign the exact bytes sent, as HMAC-SHA256(secret, \"<t>.<raw body>\")")
+	}
+	return t, want[:], nil
+}
+
+// parseSignatureHeader reads t (as sent, and as unix seconds) and v1 from
+// an X-Signature value, refusing anything but printable ASCII
+// key=value fields, each key at most once.
+func parseSignatureHeader(header string) (ts string, t int64, v1mac [sha256.Size]byte, err error) {
+	fail := func(problem string) (string, int64, [sha256.Size]byte, error) {
+		return "", 0, [sha256.Size]byte{}, malformedSignature(problem)
+	}
 	if header == "" {
-		return 0, nil, malformedSignature("empty")
+		return fail("empty")
 	}
 	if len(header) > maxSignatureHeader {
-		return 0, nil, malformedSignature(fmt.Sprintf("longer than %d bytes", maxSignatureHeader))
+		return fail(fmt.Sprintf("longer than %d bytes", maxSignatureHeader))
 	}
 	for i := 0; i < len(header); i++ {
 		if c := header[i]; c <= ' ' || c >= 0x7f {
-			return 0, nil, malformedSignature("spaces, control or non-ASCII characters")
+			return fail("spaces, control or non-ASCII characters")
 		}
 	}
 
 	var (
 		keys          [maxSignatureFields]string
 		nkeys         int
-		ts, v1        string
+		v1            string
 		haveT, haveV1 bool
 	)
 	for rest, more := header, true; more; {
@@ -205,18 +219,18 @@ func (a *callerAuth) verifyHMAC(header string, body []byte) (int64, []byte, erro
 		field, rest, more = strings.Cut(rest, ",")
 		k, v, ok := strings.Cut(field, "=")
 		if !ok || !isSignatureKey(k) || v == "" {
-			return 0, nil, malformedSignature("fields must be key=value, separated by commas")
+			return fail("fields must be key=value, separated by commas")
 		}
 		if slices.Contains(keys[:nkeys], k) {
 			switch k {
 			case "t", "v1":
-				return 0, nil, malformedSignature(k + " appears more than once")
+				return fail(k + " appears more than once")
 			default:
-				return 0, nil, malformedSignature("a field appears more than once")
+				return fail("a field appears more than once")
 			}
 		}
 		if nkeys == len(keys) {
-			return 0, nil, malformedSignature(fmt.Sprintf("more than %d fields", maxSignatureFields))
+			return fail(fmt.Sprintf("more than %d fields", maxSignatureFields))
 		}
 		keys[nkeys] = k
 		nkeys++
@@ -228,27 +242,25 @@ func (a *callerAuth) verifyHMAC(header string, body []byte) (int64, []byte, erro
 		}
 	}
 	if !haveT {
-		return 0, nil, malformedSignature("no t")
+		return fail("no t")
 	}
 	if !haveV1 {
-		return 0, nil, malformedSignature("no v1")
+		return fail("no v1")
 	}
 	t, ok := parseUnixSeconds(ts)
 	if !ok {
-		return 0, nil, malformedSignature(fmt.Sprintf("t must be unix seconds, 1 to %d digits", maxTimestampDigits))
+		return fail(fmt.Sprintf("t must be unix seconds, 1 to %d digits", maxTimestampDigits))
 	}
-	var want [sha256.Size]byte
-	if !decodeHex(want[:], v1) {
-		return 0, nil, malformedSignature(fmt.Sprintf("v1 must be %d hex digits", 2*sha256.Size))
+	if !decodeHex(v1mac[:], v1) {
+		return fail(fmt.Sprintf("v1 must be %d hex digits", 2*sha256.Size))
 	}
+	return ts, t, v1mac, nil
+}
 
-	switch d := a.now().Unix() - t; {
-	case d > signatureWindow:
-		return 0, nil, errorf(statusUnauthenticated, "the signature timestamp is more than %d seconds old; sign each request when sending it, and check the caller's clock", signatureWindow)
-	case d < -signatureWindow:
-		return 0, nil, errorf(statusUnauthenticated, "the signature timestamp is more than %d seconds from now; check the caller's clock", signatureWindow)
-	}
-
+// signedByASecret reports whether want is the HMAC of "<ts>.<body>" under
+// any secret. Every secret is tried and compared in constant time, so
+// neither the time taken nor the answer tells which one matched.
+func (a *callerAuth) signedByASecret(ts string, body, want []byte) bool {
 	// The message is "<t>.<body>", with t exactly as sent. The prefix is
 	// built in a small buffer whose tail receives each sum.
 	var buf [maxTimestampDigits + 1 + sha256.Size]byte
@@ -261,14 +273,11 @@ func (a *callerAuth) verifyHMAC(header string, body []byte) (int64, []byte, erro
 		m.Write(prefix)
 		m.Write(body)
 		got := m.Sum(buf[n+1 : n+1])
-		if hmac.Equal(got, want[:]) {
+		if hmac.Equal(got, want) {
 			matched = true
 		}
 	}
-	if !matched {
-		return 0, nil, errorf(statusUnauthenticated, "the signature does not match the body; sign the exact bytes sent, as HMAC-SHA256(secret, \"<t>.<raw body>\")")
-	}
-	return t, want[:], nil
+	return matched
 }
 
 // isSignatureKey reports whether k is a plausible X-Signature field name:
@@ -331,152 +340,20 @@ func fromHexDigit(c byte) (byte, bool) {
 	return 0, false
 }
 
-// idTokenHeader is the part of a JWT header the checks read.
-type idTokenHeader struct {
-	Alg  string          `json:"alg"`
-	Kid  string          `json:"kid"`
-	Crit json.RawMessage `json:"crit"`
-}
-
-// idTokenClaims are the claims the checks read. They are decoded from the
-// same payload the validator verifies, so once the signature holds they
-// are Google's.
-type idTokenClaims struct {
-	Iss           string   `json:"iss"`
-	Aud           string   `json:"aud"`
-	Sub           string   `json:"sub"`
-	Iat           int64    `json:"iat"`
-	Exp           int64    `json:"exp"`
-	Email         string   `json:"email"`
-	EmailVerified flexBool `json:"email_verified"`
-}
-
-// verifyIDToken checks an Authorization header value. The cheap checks
-// (shape, algorithm, audience, expiry, issuer, email) come first, from the
-// unverified token, so that garbage costs no RSA and gets a precise
-// message; the idtoken validator then checks the signature against
-// Google's keys, and audience and expiry again.
+// verifyIDToken checks an Authorization header value against the callers'
+// policy (newCallerAuth) and returns the caller the token names.
 func (a *callerAuth) verifyIDToken(ctx context.Context, authz string) (*caller, error) {
-	if a.validator == nil {
+	if a.idTokens == nil {
 		return nil, errorf(statusUnauthenticated, "Google ID tokens are not accepted here (ALLOWED_AUDIENCES is empty); sign the request with X-Signature")
 	}
-	scheme, tok, _ := strings.Cut(authz, " ")
-	if !strings.EqualFold(scheme, "Bearer") {
-		return nil, errorf(statusUnauthenticated, "the Authorization header must be \"Bearer <Google ID token>\"; no other scheme is accepted")
-	}
-	tok = strings.TrimLeft(tok, " ")
-	if tok == "" {
-		return nil, errorf(statusUnauthenticated, "the Authorization header has no token after Bearer; send a Google ID token")
-	}
-	if len(tok) > maxIDTokenBytes {
-		return nil, errorf(statusUnauthenticated, "the bearer token is longer than %d bytes; send a Google ID token", maxIDTokenBytes)
-	}
-	notJWT := errorf(statusUnauthenticated, "the bearer token is not a Google ID token (a JWT of three base64url parts)")
-	h, rest, ok1 := strings.Cut(tok, ".")
-	p, s, ok2 := strings.Cut(rest, ".")
-	// An empty signature is let through to the algorithm check, so that an
-	// unsigned token (alg "none") is told why it is refused.
-	if !ok1 || !ok2 || h == "" || p == "" || !isBase64URL(h) || !isBase64URL(p) || !isBase64URL(s) {
-		return nil, notJWT
-	}
-	var hdr idTokenHeader
-	if err := decodeJWTPart(h, &hdr); err != nil {
-		return nil, notJWT
-	}
-	// The validator also accepts ES256, against IAP's keys; Google's ID
-	// tokens are RS256 only, so nothing else goes further (alg "none" and
-	// HS256 confusion included).
-	if hdr.Alg != "RS256" {
-		return nil, errorf(statusUnauthenticated, "the ID token must be signed with RS256, as Google signs its ID tokens")
-	}
-	if s == "" {
-		return nil, notJWT
-	}
-	if hdr.Kid == "" {
-		return nil, errorf(statusUnauthenticated, "the ID token names no signing key (kid); send a Google ID token")
-	}
-	if len(hdr.Crit) > 0 {
-		return nil, errorf(statusUnauthenticated, "the ID token has critical header extensions, which are not supported")
-	}
-	var c idTokenClaims
-	if err := decodeJWTPart(p, &c); err != nil {
-		return nil, wrapError(statusUnauthenticated, err, "the ID token's claims are malformed; send a Google ID token")
-	}
-	switch {
-	case !slices.Contains(a.audiences, c.Aud):
-		return nil, errorf(statusUnauthenticated, "the ID token's audience is not accepted; request the token for one of ALLOWED_AUDIENCES (usually this function's URL)")
-	case c.Exp == 0:
-		return nil, errorf(statusUnauthenticated, "the ID token has no expiry; send a Google ID token")
-	case a.now().Unix() > c.Exp:
-		return nil, errorf(statusUnauthenticated, "the ID token has expired; fetch a fresh one")
-	case c.Iat == 0:
-		return nil, errorf(statusUnauthenticated, "the ID token has no issue time (iat); send a Google ID token")
-	case c.Iat > a.now().Unix()+signatureWindow:
-		return nil, errorf(statusUnauthenticated, "the ID token was issued more than %d seconds from now; check the caller's clock", signatureWindow)
-	case c.Iss != googleIssuer && c.Iss != "accounts.google.com":
-		return nil, errorf(statusUnauthenticated, "the ID token was not issued by Google (the issuer must be %s)", googleIssuer)
-	case !isDigits(c.Sub, 64):
-		return nil, errorf(statusUnauthenticated, "the ID token names no Google account (sub); send a Google ID token")
-	case c.Email == "":
-		return nil, errorf(statusUnauthenticated, "the ID token has no email; request it with the email claim (for a service account, include the email)")
-	case !bool(c.EmailVerified):
-		return nil, errorf(statusUnauthenticated, "the ID token's email is not verified")
-	case !validEmail(c.Email):
-		return nil, errorf(statusUnauthenticated, "the ID token's email is not an email address")
-	}
-	if _, err := a.validator.Validate(ctx, tok, c.Aud); err != nil {
-		return nil, idTokenError(err)
+	c, err := a.idTokens.verify(ctx, authz)
+	if err != nil {
+		return nil, err
 	}
 	email := strings.ToLower(c.Email)
 	_, trusted := a.trusted[email]
 	return &caller{method: callerIDToken, email: email, sub: c.Sub, trusted: trusted,
 		signedAt: time.Unix(c.Iat, 0), proof: []byte(c.Sub + "." + strconv.FormatInt(c.Iat, 10))}, nil
-}
-
-// idTokenError turns a validator failure into the answer. By the time the
-// validator runs, the token's shape, algorithm, audience and expiry have
-// been checked, so what is left is a bad signature, a key Google does not
-// publish, expiry in the instant between the checks, or failing to fetch
-// Google's keys. The library's errors are plain strings except for the
-// first; any it might add later are answered as unavailable, which still
-// refuses the token, and tests pin the ones matched here.
-func idTokenError(err error) *Error {
-	msg := err.Error()
-	switch {
-	case errors.Is(err, rsa.ErrVerification):
-		return wrapError(statusUnauthenticated, err, "the ID token's signature is not valid; send a Google ID token as issued")
-	case strings.Contains(msg, "could not find matching cert keyId"):
-		return wrapError(statusUnauthenticated, err, "the ID token is signed with a key Google does not publish; send a Google ID token")
-	case strings.Contains(msg, "token expired"):
-		return wrapError(statusUnauthenticated, err, "the ID token has expired; fetch a fresh one")
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
-		return wrapError(statusUnavailable, err, "Google's signing keys could not be fetched in time; try again")
-	default:
-		return &Error{Status: statusUnavailable, Message: "Google's signing keys could not be fetched to check the ID token; try again shortly", RetryAfter: 5, Err: fmt.Errorf("callers: validate ID token: %w", err)}
-	}
-}
-
-// decodeJWTPart decodes one base64url part of a JWT as JSON into v.
-func decodeJWTPart(part string, v any) error {
-	b, err := base64.RawURLEncoding.DecodeString(part)
-	if err != nil {
-		return errors.New("not base64url")
-	}
-	if err := json.Unmarshal(b, v); err != nil {
-		return errors.New("not a JSON object of the expected claims")
-	}
-	return nil
-}
-
-// isBase64URL reports whether s uses only the unpadded base64url alphabet.
-func isBase64URL(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
 }
 
 // actAs checks that c may act for user, a "users/{id}" name or an email,

@@ -2,7 +2,6 @@ package chatauth
 
 import (
 	"context"
-	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -22,9 +21,6 @@ import (
 	"time"
 	"unicode/utf16"
 	"unicode/utf8"
-
-	"google.golang.org/api/idtoken"
-	"google.golang.org/api/option"
 )
 
 // The Chat app: ChatEvents answers Google Chat's interaction events. A
@@ -115,42 +111,31 @@ func checkChatAudience(typ, aud string) []string {
 // chat@system.gserviceaccount.com itself, audience the project number,
 // signed by one of that service account's published keys.
 type chatAuth struct {
-	audienceType string
-	audience     string
-	oidc         *idtoken.Validator // ENDPOINT_URL
-	certs        *chatCerts         // PROJECT_NUMBER
-	now          func() time.Time
+	tokens *idTokenVerifier
 }
 
 // newChatAuth builds the verifier; client fetches Google's keys (tests
 // point it at the fake), and certsURL is where chat@system's certificates
 // are published: chatCertsURL, or CHAT_CERTS_URL's stand-in.
 func newChatAuth(ctx context.Context, audienceType, audience string, client *http.Client, certsURL string, now func() time.Time) (*chatAuth, error) {
-	a := &chatAuth{audienceType: audienceType, audience: audience, now: now}
+	p := idTokenPolicy{audiences: []string{audience}, audienceHint: "CHAT_AUDIENCE"}
 	switch audienceType {
 	case chatAudienceEndpoint:
-		// The validator outlives the request that happens to build it.
-		v, err := idtoken.NewValidator(context.WithoutCancel(ctx), option.WithHTTPClient(client))
+		keys, err := newGoogleKeys(ctx, client)
 		if err != nil {
-			return nil, fmt.Errorf("chat events: new ID token validator: %w", err)
+			return nil, fmt.Errorf("chat events: %w", err)
 		}
-		a.oidc = v
+		p.issuers = []string{googleIssuer, "accounts.google.com"}
+		p.signers = []string{chatServiceAccount}
+		p.keys = keys
 	case chatAudienceProject:
-		a.certs = &chatCerts{url: certsURL, client: client, now: now}
+		p.issuers = []string{chatServiceAccount}
+		p.keys = &serviceAccountKeys{account: chatServiceAccount, what: "Google Chat's signing keys",
+			certs: &chatCerts{url: certsURL, client: client, now: now}}
 	default:
 		return nil, fmt.Errorf("chat events: audience type %q", audienceType)
 	}
-	return a, nil
-}
-
-// chatTokenClaims are the claims verify reads, from either kind of token.
-type chatTokenClaims struct {
-	Iss           string   `json:"iss"`
-	Aud           string   `json:"aud"`
-	Exp           int64    `json:"exp"`
-	Iat           int64    `json:"iat"`
-	Email         string   `json:"email"`
-	EmailVerified flexBool `json:"email_verified"`
+	return &chatAuth{tokens: newIDTokenVerifier(p, now)}, nil
 }
 
 // notFromChat is the refusal of a request that does not prove it comes
@@ -159,94 +144,22 @@ func notFromChat(format string, args ...any) *Error {
 	return wrapError(statusUnauthenticated, fmt.Errorf(format, args...), "the request does not carry a valid Google Chat bearer token")
 }
 
-// verify checks r's bearer token. The cheap checks on the unverified token
-// (shape, algorithm, audience, expiry, issuer, email) come first, then the
-// signature. A refusal is UNAUTHENTICATED; only a failure to fetch
-// Google's keys is UNAVAILABLE, since the token may well be good.
+// verify checks r's bearer token. A refusal is UNAUTHENTICATED and says
+// only that the token is not Chat's, the reason kept for the logs; only a
+// failure to fetch the signing keys is UNAVAILABLE, since the token may
+// well be good.
 func (a *chatAuth) verify(ctx context.Context, r *http.Request) error {
 	authz := r.Header["Authorization"]
 	if len(authz) != 1 {
 		return notFromChat("%d Authorization headers", len(authz))
 	}
-	scheme, tok, _ := strings.Cut(authz[0], " ")
-	tok = strings.TrimLeft(tok, " ")
-	switch {
-	case !strings.EqualFold(scheme, "Bearer"):
-		return notFromChat("Authorization scheme is not Bearer")
-	case tok == "":
-		return notFromChat("empty bearer token")
-	case len(tok) > maxIDTokenBytes:
-		return notFromChat("bearer token of %d bytes", len(tok))
-	}
-	h, rest, ok1 := strings.Cut(tok, ".")
-	p, sig, ok2 := strings.Cut(rest, ".")
-	if !ok1 || !ok2 || h == "" || p == "" || sig == "" || !isBase64URL(h) || !isBase64URL(p) || !isBase64URL(sig) {
-		return notFromChat("bearer token is not a signed JWT")
-	}
-	var hdr idTokenHeader
-	if err := decodeJWTPart(h, &hdr); err != nil {
-		return notFromChat("JWT header: %w", err)
-	}
-	// Chat signs with RS256 only; anything else (none, HS256, ES256) is
-	// refused before any key is looked at.
-	if hdr.Alg != "RS256" || hdr.Kid == "" || len(hdr.Crit) > 0 {
-		return notFromChat("JWT header: alg %q, kid set %v, crit set %v", hdr.Alg, hdr.Kid != "", len(hdr.Crit) > 0)
-	}
-	var c chatTokenClaims
-	if err := decodeJWTPart(p, &c); err != nil {
-		return notFromChat("JWT claims: %w", err)
-	}
-	now := a.now().Unix()
-	switch {
-	case c.Aud != a.audience:
-		return notFromChat("audience %q is not CHAT_AUDIENCE", c.Aud)
-	case c.Exp == 0:
-		return notFromChat("no expiry")
-	case now > c.Exp:
-		return notFromChat("expired %d s ago", now-c.Exp)
-	case c.Iat > now+300:
-		return notFromChat("issued %d s in the future", c.Iat-now)
-	}
-
-	switch a.audienceType {
-	case chatAudienceEndpoint:
-		switch {
-		case c.Iss != googleIssuer && c.Iss != "accounts.google.com":
-			return notFromChat("issuer %q is not Google's", c.Iss)
-		case !asciiEqualFold(c.Email, chatServiceAccount):
-			return notFromChat("email %q is not Google Chat's", c.Email)
-		case !bool(c.EmailVerified):
-			return notFromChat("email not verified")
-		}
-		if _, err := a.oidc.Validate(ctx, tok, a.audience); err != nil {
-			e := idTokenError(err)
-			if e.Status == statusUnauthenticated {
-				return notFromChat("ID token: %w", err)
-			}
+	if _, err := a.tokens.verify(ctx, authz[0]); err != nil {
+		if e := asError(err); e.Status != statusUnauthenticated {
 			return e
 		}
-		return nil
-	default:
-		if c.Iss != chatServiceAccount {
-			return notFromChat("issuer %q is not %s", c.Iss, chatServiceAccount)
-		}
-		key, err := a.certs.key(ctx, hdr.Kid)
-		if errors.Is(err, errUnknownChatKey) {
-			return notFromChat("signed with key %q, which %s does not publish", hdr.Kid, chatServiceAccount)
-		}
-		if err != nil {
-			return &Error{Status: statusUnavailable, Message: "Google Chat's signing keys could not be fetched to check the request; try again shortly", RetryAfter: 5, Err: err}
-		}
-		raw, err := base64.RawURLEncoding.DecodeString(sig)
-		if err != nil {
-			return notFromChat("signature is not base64url")
-		}
-		digest := sha256.Sum256([]byte(h + "." + p))
-		if err := rsa.VerifyPKCS1v15(key, crypto.SHA256, digest[:], raw); err != nil {
-			return notFromChat("signature: %w", err)
-		}
-		return nil
+		return notFromChat("%w", err)
 	}
+	return nil
 }
 
 var errUnknownChatKey = errors.New("chat events: unknown signing key")
@@ -701,14 +614,14 @@ func (s *server) chatCreate(ctx context.Context, ev *chatEvent, actor *chatUser,
 	switch n := utf8.RuneCountInString(name); {
 	case n == 0:
 		return chatReply{Text: "Tell me the new space's name, for example: `/createspace Launch review @Bob @Carol`."}
-	case n > 128:
-		return chatReply{Text: fmt.Sprintf("That name is %d characters long; a space's name has at most 128. Try a shorter one.", n)}
+	case n > maxDisplayName:
+		return chatReply{Text: fmt.Sprintf("That name is %d characters long; a space's name has at most %d. Try a shorter one.", n, maxDisplayName)}
 	}
 	if r, hidden := hiddenRune(name, false); hidden {
 		return chatReply{Text: fmt.Sprintf("That name contains %s, which does not show as itself; type the name again as plain text.", describeRune(r))}
 	}
-	if len(members) > 49 {
-		return chatReply{Text: fmt.Sprintf("You mentioned %d people; a new space can start with at most 49 besides you. Create it with fewer and add the others afterwards.", len(members))}
+	if len(members) > maxMembers {
+		return chatReply{Text: fmt.Sprintf("You mentioned %d people; a new space can start with at most %d besides you. Create it with fewer and add the others afterwards.", len(members), maxMembers)}
 	}
 	req := &createSpaceRequest{User: actor.Name, DisplayName: name, SpaceType: spaceTypeSpace, Members: members, RequestID: chatRequestID(ev.Message.Name)}
 	if err := req.validate(); err != nil {
@@ -750,21 +663,19 @@ func chatRequestID(message string) string {
 // chatDisconnect revokes the actor's consent at Google and deletes it, as
 // Disconnect does.
 func (s *server) chatDisconnect(ctx context.Context, actor *chatUser) chatReply {
-	rec, err := s.findRecord(ctx, actor.Name)
+	rec, err := s.consents.findRecord(ctx, actor.Name)
 	if errors.Is(err, errNotFound) {
 		return chatReply{Text: "You are not connected, so there is nothing to disconnect."}
 	}
 	if err == nil {
-		err = s.revoke(ctx, rec.RefreshToken)
-	}
-	if err == nil {
-		err = s.store.deleteToken(ctx, rec.Sub, nil)
+		// The Chat user acts now, signed in, so whatever consent the
+		// record holds when it is deleted is the one they end.
+		err = s.disconnect(ctx, rec, "chat", nil)
 	}
 	if err != nil {
 		e := s.logChatFailure(ctx, err)
 		return chatReply{Text: "I could not disconnect you: " + e.Message}
 	}
-	loggerFrom(ctx).Info("consent revoked and deleted", "sub", rec.Sub, "caller", "chat")
 	return chatReply{Text: "Disconnected: I revoked the permission " + rec.Email + " gave me and deleted it. To create spaces again, just send a command."}
 }
 
@@ -787,19 +698,11 @@ func (s *server) chatFailure(ctx context.Context, ev *chatEvent, actor *chatUser
 	}
 }
 
-// logChatFailure logs err as respondError would (5xx at Error with the
-// cause, the rest at Info) and returns it as an *Error.
+// logChatFailure logs err through the one mapping, as a request's error
+// is logged, and returns it as an *Error for the Chat answer.
 func (s *server) logChatFailure(ctx context.Context, err error) *Error {
 	e := asError(err)
-	attrs := []any{"status", e.Status, "reason", e.Message}
-	if e.HTTPCode() >= 500 {
-		if e.Err != nil {
-			attrs = append(attrs, "error", e.Err.Error())
-		}
-		loggerFrom(ctx).Error("chat command failed", attrs...)
-	} else {
-		loggerFrom(ctx).Info("chat command refused", attrs...)
-	}
+	logError(loggerFrom(ctx), e, "chat command")
 	return e
 }
 

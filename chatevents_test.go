@@ -468,7 +468,7 @@ func TestChatEventsUnauthenticated(t *testing.T) {
 				{"empty bearer", "Bearer ", "empty bearer token"},
 				{"garbage", "Bearer not-a-jwt", "not a signed JWT"},
 				{"alg none", "Bearer " + jwtPart(map[string]any{"alg": "none", "typ": "JWT"}) + "." + jwtPart(map[string]any{
-					"iss": fakegoogle.ChatServiceAccount, "aud": chatProjectNumber, "exp": now.Add(time.Hour).Unix()}) + ".", "not a signed JWT"},
+					"iss": fakegoogle.ChatServiceAccount, "aud": chatProjectNumber, "exp": now.Add(time.Hour).Unix()}) + ".", `alg "none"`},
 				{"HS256", "Bearer " + jwtPart(map[string]any{"alg": "HS256", "kid": c.app.KeyID()}) + "." + jwtPart(map[string]any{
 					"iss": fakegoogle.ChatServiceAccount, "aud": chatProjectNumber, "exp": now.Add(time.Hour).Unix()}) + ".c2lnbmF0dXJl", `alg "HS256"`},
 				{"wrong audience", bearer(func(m map[string]any) { m["aud"] = "https://other.example/ChatEvents" }), "audience"},

@@ -60,6 +60,22 @@ var callerFree = map[string]bool{"OAuthStart": true, "OAuthCallback": true, "Cha
 // a map in tests). Its error names every missing or invalid variable at
 // once, so an operator fixes a deployment in one go.
 func loadConfig(getenv func(string) string) (Config, error) {
+	c := readConfig(getenv)
+	missing := c.missing()
+	invalid := c.invalid()
+	var errs []string
+	if len(missing) > 0 {
+		errs = append(errs, "missing "+strings.Join(missing, ", "))
+	}
+	errs = append(errs, invalid...)
+	if len(errs) > 0 {
+		return c, &ConfigError{Problems: errs}
+	}
+	return c, nil
+}
+
+// readConfig reads the variables, trimmed, with their defaults.
+func readConfig(getenv func(string) string) Config {
 	get := func(k string) string { return strings.TrimSpace(getenv(k)) }
 	c := Config{
 		Project:           get("GOOGLE_CLOUD_PROJECT"),
@@ -104,8 +120,12 @@ func loadConfig(getenv func(string) string) (Config, error) {
 	if c.CredentialSource == "" {
 		c.CredentialSource = credentialConsent
 	}
+	return c
+}
 
-	var missing, invalid []string
+// missing names the required variables that are not set.
+func (c *Config) missing() []string {
+	var missing []string
 	need := func(name, v string) {
 		if v == "" {
 			missing = append(missing, name)
@@ -115,18 +135,28 @@ func loadConfig(getenv func(string) string) (Config, error) {
 	need("TOKEN_KEYSET", c.TokenKeyset)
 	need("REDIRECT_URL", c.RedirectURL)
 	need("PUBLIC_URL", c.PublicURL)
+	if c.Store == storeFirestore {
+		need("GOOGLE_CLOUD_PROJECT", c.Project)
+	}
+	if c.WebhookSecrets == "" && len(c.AllowedAudiences) == 0 && !callerFree[c.Function] {
+		missing = append(missing, "WEBHOOK_SECRETS (or ALLOWED_AUDIENCES, when only Google ID tokens call)")
+	}
+	return missing
+}
+
+// invalid lists every set variable whose value is wrong, each with what
+// to set instead. The checks of one feature live with it (checkChatAudience,
+// checkDelegation...); some fill in what a value implies.
+func (c *Config) invalid() []string {
+	var invalid []string
 	switch c.Store {
 	case storeFirestore:
-		need("GOOGLE_CLOUD_PROJECT", c.Project)
 	case storeLocal:
 		if c.Deployed {
 			invalid = append(invalid, `STORE: "local" keeps tokens on an instance's disk, which Cloud Functions discards; deployed, the store is always "firestore"`)
 		}
 	default:
 		invalid = append(invalid, fmt.Sprintf("STORE: %q is not a store; use %q or %q", c.Store, storeFirestore, storeLocal))
-	}
-	if c.WebhookSecrets == "" && len(c.AllowedAudiences) == 0 && !callerFree[c.Function] {
-		missing = append(missing, "WEBHOOK_SECRETS (or ALLOWED_AUDIENCES, when only Google ID tokens call)")
 	}
 	for _, v := range []struct{ name, ref string }{
 		{"CLIENT_SECRETS", c.ClientSecrets}, {"WEBHOOK_SECRETS", c.WebhookSecrets},
@@ -158,20 +188,11 @@ func loadConfig(getenv func(string) string) (Config, error) {
 	}
 
 	invalid = append(invalid, checkChatAudience(c.ChatAudienceType, c.ChatAudience)...)
-	invalid = append(invalid, checkDeployedEndpoints(&c)...)
-	invalid = append(invalid, checkCertsOverrides(c)...)
-	invalid = append(invalid, checkDelegation(&c)...)
-	invalid = append(invalid, unbuilt(c)...)
-
-	var errs []string
-	if len(missing) > 0 {
-		errs = append(errs, "missing "+strings.Join(missing, ", "))
-	}
-	errs = append(errs, invalid...)
-	if len(errs) > 0 {
-		return c, &ConfigError{Problems: errs}
-	}
-	return c, nil
+	invalid = append(invalid, checkDeployedEndpoints(c)...)
+	invalid = append(invalid, checkCertsOverrides(*c)...)
+	invalid = append(invalid, checkDelegation(c)...)
+	invalid = append(invalid, unbuilt(*c)...)
+	return invalid
 }
 
 // ConfigError reports everything wrong with the configuration at once.

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -280,38 +279,13 @@ func TestNewTokenCipherBadKeyset(t *testing.T) {
 	}
 }
 
-// TestStoreWrappersCoverTokenStore guards the embeddings of the store's
-// wrappers: a method added to tokenStore would otherwise be served by the
-// wrapped store as it is, without anyone deciding so — passing tokens
-// through unencrypted (encryptedStore, crypto.go), or writing a token the
-// instance's token cache goes on serving for up to its bound
-// (forgettingStore, tokens.go). That the overrides do their work is
-// behaviour, tested elsewhere (TestEncryptedStore, TestTokenCacheSameInstance).
-func TestStoreWrappersCoverTokenStore(t *testing.T) {
-	decided := map[string]struct{ encrypted, forgetting string }{
-		"getToken":      {"decrypts", "reads"},
-		"tokenByEmail":  {"decrypts", "reads"},
-		"updateToken":   {"decrypts and encrypts", "writes a token: forgets"},
-		"putConsent":    {"decrypts and encrypts", "writes a token and an email: forgets both"},
-		"deleteToken":   {"no token (check sees none)", "writes a token: forgets"},
-		"markStateUsed": {"no token", "no token"},
-		"close":         {"no token", "no token"},
-	}
-	it := reflect.TypeFor[tokenStore]()
-	for i := range it.NumMethod() {
-		if name := it.Method(i).Name; decided[name].encrypted == "" || decided[name].forgetting == "" {
-			t.Errorf("tokenStore.%s is served by the wrapped store as it is: decide what encryptedStore (crypto.go) and forgettingStore (tokens.go) do with it, override it where it reads or writes tokens, and list it here", name)
-		}
-	}
-}
-
 // TestEncryptedStore runs the shared store test through the encrypting
 // decorator, and checks what reaches the inner store.
 func TestEncryptedStore(t *testing.T) {
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
 			wrap := func(t *testing.T) tokenStore {
-				return &encryptedStore{tokenStore: newTestStore(t, kind), c: newTestCipher(t)}
+				return newEncryptedStore(newTestStore(t, kind), newTestCipher(t))
 			}
 			t.Run("shared: token round trip", func(t *testing.T) { testTokenRoundTrip(t, wrap(t)) })
 			t.Run("shared: update merges", func(t *testing.T) { testUpdateMerges(t, wrap(t)) })
@@ -356,7 +330,7 @@ func rawRecord(t *testing.T, s tokenStore, sub string) string {
 func testEncryptedAtRest(t *testing.T, kind string) {
 	ctx := t.Context()
 	inner := newTestStore(t, kind)
-	s := &encryptedStore{tokenStore: inner, c: newTestCipher(t)}
+	s := newEncryptedStore(inner, newTestCipher(t))
 	want := sampleToken("111", "a@example.com")
 	wantCopy := *want
 	put(t, s, want)
@@ -420,7 +394,7 @@ func testEncryptedAtRest(t *testing.T, kind string) {
 func testCopiedCiphertext(t *testing.T, kind string) {
 	ctx := t.Context()
 	inner := newTestStore(t, kind)
-	s := &encryptedStore{tokenStore: inner, c: newTestCipher(t)}
+	s := newEncryptedStore(inner, newTestCipher(t))
 	alice, bob := sampleToken("111", "a@example.com"), sampleToken("222", "b@example.com")
 	put(t, s, alice)
 	put(t, s, bob)
@@ -502,7 +476,7 @@ func TestKeyRotation(t *testing.T) {
 			}
 			id1 := handleOf(t, k1).KeysetInfo().GetPrimaryKeyId()
 			want := sampleToken("111", "a@example.com")
-			put(t, &encryptedStore{tokenStore: inner, c: mustCipher(t, k1)}, want)
+			put(t, newEncryptedStore(inner, mustCipher(t, k1)), want)
 
 			// The operator adds K2 and makes it primary, keeping K1 enabled.
 			m := keyset.NewManagerFromHandle(handleOf(t, k1))
@@ -525,7 +499,7 @@ func TestKeyRotation(t *testing.T) {
 				t.Fatal(err)
 			}
 			c12, c2, c1 := mustCipher(t, keysetJSON(t, h12)), mustCipher(t, keysetJSON(t, h2)), mustCipher(t, k1)
-			s := &encryptedStore{tokenStore: inner, c: c12}
+			s := newEncryptedStore(inner, c12)
 
 			before, _ := inner.getToken(ctx, "111")
 			if got := keyIDOf(t, before.RefreshToken); got != id1 {
@@ -570,7 +544,7 @@ func TestPlaintextRecords(t *testing.T) {
 			inner := newTestStore(t, kind)
 			want := sampleToken("111", "a@example.com")
 			put(t, inner, want) // written before encryption was turned on
-			s := &encryptedStore{tokenStore: inner, c: newTestCipher(t)}
+			s := newEncryptedStore(inner, newTestCipher(t))
 
 			got, err := s.getToken(ctx, "111")
 			if err != nil {

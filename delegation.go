@@ -154,19 +154,6 @@ type credentials interface {
 	accessToken(ctx context.Context, force bool) (string, error)
 }
 
-// storedConsent is a user's stored consent: the access token it had when
-// read (tokens.go refreshes it).
-type storedConsent struct {
-	s      *server
-	sub    string
-	token  string
-	expiry time.Time
-}
-
-func (c storedConsent) accessToken(ctx context.Context, force bool) (string, error) {
-	return c.s.accessToken(ctx, c.sub, c.token, c.expiry, force)
-}
-
 // delegatedUser is a user acted for through domain-wide delegation.
 type delegatedUser struct {
 	d     *delegator
@@ -191,7 +178,7 @@ func (s *server) lookupUser(ctx context.Context, user, email string) (*principal
 			return s.delegated(user, subject)
 		}
 	case credentialConsentFirst:
-		p, err := s.consented(ctx, user, email)
+		p, err := s.consents.find(ctx, user, email)
 		// Only a user with no record at all is delegated: a record that
 		// needs a new consent still answers for its user.
 		if errors.Is(err, errUserUnknown) && s.delegation.allows(subject) {
@@ -199,28 +186,7 @@ func (s *server) lookupUser(ctx context.Context, user, email string) (*principal
 		}
 		return p, err
 	}
-	return s.consented(ctx, user, email)
-}
-
-// consented is user's stored consent, from the instance's token cache
-// when it has the user (tokens.go). email, when not empty, is the user's
-// verified address, for the answer that asks them to consent.
-func (s *server) consented(ctx context.Context, user, email string) (*principal, error) {
-	key := user
-	if !strings.HasPrefix(user, "users/") {
-		key = strings.ToLower(user)
-	}
-	now := s.now()
-	if e, ok := s.tokens.get(key, now); ok {
-		return &principal{Sub: e.sub, Email: e.email, via: credentialConsent, creds: storedConsent{s, e.sub, e.accessToken, e.expiry}, emailSince: e.emailSince}, nil
-	}
-	gen := s.tokens.generation()
-	rec, err := s.lookupConsent(ctx, user, email)
-	if err != nil {
-		return nil, err
-	}
-	s.tokens.put(key, gen, rec, now)
-	return &principal{Sub: rec.Sub, Email: rec.Email, via: credentialConsent, creds: storedConsent{s, rec.Sub, rec.AccessToken, rec.Expiry}, emailSince: rec.EmailSince}, nil
+	return s.consents.find(ctx, user, email)
 }
 
 // delegated is subject acted for through delegation, if the allow-list

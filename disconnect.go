@@ -36,7 +36,7 @@ func (s *server) handleDisconnect(w http.ResponseWriter, r *http.Request) error 
 		return err
 	}
 	ctx := r.Context()
-	rec, err := s.findRecord(ctx, user)
+	rec, err := s.consents.findRecord(ctx, user)
 	if errors.Is(err, errNotFound) {
 		return wrapError(statusNotFound, err, "no consent is stored for %s", req.User)
 	}
@@ -47,12 +47,9 @@ func (s *server) handleDisconnect(w http.ResponseWriter, r *http.Request) error 
 	if err := c.signedBefore(rec, what); err != nil {
 		return err
 	}
-	if err := s.revoke(ctx, rec.RefreshToken); err != nil {
-		return err
-	}
 	// The record is deleted only if it is still the consent just revoked:
 	// one given meanwhile (after the request was signed) is kept.
-	err = s.store.deleteToken(ctx, rec.Sub, func(cur *tokenRecord) error {
+	err = s.disconnect(ctx, rec, "webhook", func(cur *tokenRecord) error {
 		if !cur.ConsentedAt.Equal(rec.ConsentedAt) {
 			return c.signedBefore(cur, what)
 		}
@@ -61,18 +58,23 @@ func (s *server) handleDisconnect(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	loggerFrom(ctx).Info("consent revoked and deleted", "sub", rec.Sub)
 	writeJSON(w, http.StatusOK, map[string]any{"user": "users/" + rec.Sub, "email": rec.Email, "disconnected": true})
 	return nil
 }
 
-// findRecord reads a user's record by "users/{id}" or email, whatever its
-// status.
-func (s *server) findRecord(ctx context.Context, user string) (*tokenRecord, error) {
-	if id, ok := strings.CutPrefix(user, "users/"); ok {
-		return s.store.getToken(ctx, id)
+// disconnect ends rec's consent: it revokes the refresh token at Google,
+// then deletes the record, subject to check as deleteToken applies it
+// (nil: whatever the record holds then). It serves Disconnect and Chat's
+// /disconnect; caller names which in the log line.
+func (s *server) disconnect(ctx context.Context, rec *tokenRecord, caller string, check func(cur *tokenRecord) error) error {
+	if err := s.revoke(ctx, rec.RefreshToken); err != nil {
+		return err
 	}
-	return s.store.tokenByEmail(ctx, strings.ToLower(user))
+	if err := s.store.deleteToken(ctx, rec.Sub, check); err != nil {
+		return err
+	}
+	loggerFrom(ctx).Info("consent revoked and deleted", "sub", rec.Sub, "caller", caller)
+	return nil
 }
 
 // revoke revokes a token at Google. A token Google already considers

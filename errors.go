@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strconv"
 )
 
-// Status values of the JSON error envelope, as DESIGN.md lists them.
+// Status values of the JSON error envelope, as README.md ("Errors") and
+// openapi.yaml list them.
 const (
 	statusInvalidArgument       = "INVALID_ARGUMENT"
 	statusUnauthenticated       = "UNAUTHENTICATED"
@@ -118,7 +120,23 @@ func asError(err error) *Error {
 	}
 }
 
-// errorBody is the JSON error envelope of DESIGN.md.
+// logError logs e, what the failed work is called ("request", "chat
+// command"): 5xx at Error with the cause, which may name internals; the
+// rest at Info, with the message people see. The cause is never sent.
+func logError(log *slog.Logger, e *Error, what string) {
+	code := e.HTTPCode()
+	attrs := []any{"status", e.Status, "code", code, "reason", e.Message}
+	if code >= 500 {
+		if e.Err != nil {
+			attrs = append(attrs, "error", e.Err.Error())
+		}
+		log.Error(what+" failed", attrs...)
+	} else {
+		log.Info(what+" refused", attrs...)
+	}
+}
+
+// errorBody is the JSON error envelope (openapi.yaml, Error).
 type errorBody struct {
 	Error errorDetail `json:"error"`
 }

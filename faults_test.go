@@ -21,26 +21,17 @@ import (
 	"github.com/chatauth/chatauth/internal/fakesecretmanager"
 )
 
-// This file injects the faults of a bad day (issue 7): each test names the
+// This file injects the faults of a bad day: each test names the
 // expected answer and checks that nothing was lost. TESTING.md lists them.
 
 // firestoreOf returns the Firestore store under the server's wrappers.
 func firestoreOf(t *testing.T, s tokenStore) *firestoreStore {
 	t.Helper()
-	for {
-		switch w := s.(type) {
-		case spyStore:
-			s = w.tokenStore
-		case *encryptedStore:
-			s = w.tokenStore
-		case *forgettingStore:
-			s = w.tokenStore
-		case *firestoreStore:
-			return w
-		default:
-			t.Fatalf("no Firestore store under %T", s)
-		}
+	f, ok := innerStore(s).(*firestoreStore)
+	if !ok {
+		t.Fatalf("no Firestore store under %T", s)
 	}
+	return f
 }
 
 // spaceRequest is a CreateSpace body with a requestId.
@@ -336,7 +327,7 @@ func TestFaultSecretManagerColdStart(t *testing.T) {
 		s, err := newServer(ctx, cfg, serverOptions{secretManager: sm.ClientOptions(), secretWait: time.Second,
 			now: e.clock.Now, logger: newLogger(e.logs), certsClient: e.google.HTTPClient()})
 		if err == nil {
-			s.store = spyStore{s.store}
+			setStore(s, spyStore{s.store})
 		}
 		return s, err
 	}

@@ -18,21 +18,23 @@ import (
 	"google.golang.org/api/iterator"
 )
 
-// innerStore is the store under the server's wrappers.
+// storeWrapper is a store that wraps another: the server's wrappers
+// (encryptedStore, forgettingStore) and the tests' spies.
+type storeWrapper interface{ unwrap() tokenStore }
+
+// innerStore is the store under every wrapper of s: the one that keeps
+// the records.
 func innerStore(s tokenStore) tokenStore {
 	for {
-		switch w := s.(type) {
-		case spyStore:
-			s = w.tokenStore
-		case *encryptedStore:
-			s = w.tokenStore
-		case *forgettingStore:
-			s = w.tokenStore
-		default:
+		w, ok := s.(storeWrapper)
+		if !ok {
 			return s
 		}
+		s = w.unwrap()
 	}
 }
+
+func (s spyStore) unwrap() tokenStore { return s.tokenStore }
 
 // storeContents is everything the backing storage holds, as text by
 // document path (or bucket and key), and the embedded store's file size.
@@ -240,10 +242,9 @@ func TestStartClearsFlowCookies(t *testing.T) {
 
 	t.Run("junk before the oldest", func(t *testing.T) {
 		var pairs []string
-		var names []string
 		for i := range maxFlowCookies - 1 {
 			n, v := genuine(now - int64(100*(i+1)))
-			pairs, names = append(pairs, n, v), append(names, n)
+			pairs = append(pairs, n, v)
 		}
 		junk := flowCookiePrefix + "0123456789abcdef"
 		cleared, set := start(t, cookieHeader(append(pairs, junk, "not-a-flow", "other", "kept")...))
@@ -302,7 +303,6 @@ func TestCallbackRace(t *testing.T) {
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
 			e := newTestEnv(t, kind)
-			patient(innerStore(e.srv.store))
 			b := newBrowser(t)
 			cb := e.startConsent(b, aliceEmail)
 			name := flowCookieName(cb.Query().Get("state"))

@@ -25,7 +25,6 @@ import (
 	"github.com/tink-crypto/tink-go/v2/tink"
 	"golang.org/x/oauth2"
 	"golang.org/x/sync/errgroup"
-	"golang.org/x/sync/singleflight"
 	"google.golang.org/api/chat/v1"
 	"google.golang.org/api/option"
 )
@@ -112,14 +111,12 @@ type server struct {
 	log            *slog.Logger
 	secrets        *secretReader
 	callers        *callerAuth
-	chat           *chat.Service      // shared by all users; the token rides in the context
-	chatDeadline   time.Duration      // bound on a CreateSpace's upstream work, retries included
-	refreshes      singleflight.Group // one refresh per user at a time on this instance
-	lease          leaseTiming        // the refresh lease across instances (lease.go)
-	tokens         *tokenCache        // recently read access tokens (tokens.go)
-	chatAuth       *chatAuth          // verifies Google Chat's requests; nil: ChatEvents is off
-	tickets        tink.AEAD          // seals consent-flow cookies and the tickets of Chat's consent prompts (the token keyset)
-	delegation     *delegator         // domain-wide delegation; nil: CREDENTIAL_SOURCE=consent
+	chat           *chat.Service // shared by all users; the token rides in the context
+	chatDeadline   time.Duration // bound on a CreateSpace's upstream work, retries included
+	consents       *consents     // stored consents: lookup, refresh under the lease, save (consents.go)
+	chatAuth       *chatAuth     // verifies Google Chat's requests; nil: ChatEvents is off
+	tickets        tink.AEAD     // seals consent-flow cookies and the tickets of Chat's consent prompts (the token keyset)
+	delegation     *delegator    // domain-wide delegation; nil: CREDENTIAL_SOURCE=consent
 }
 
 // serverOptions are the dependencies a test (or cmd/local) may replace.
@@ -127,6 +124,7 @@ type serverOptions struct {
 	secretManager []option.ClientOption // Secret Manager client options
 	secretWait    time.Duration         // bound on one secret read; zero: 10 s
 	firestore     []option.ClientOption // Firestore client options
+	storeTimeout  time.Duration         // bound on one Firestore operation; zero: storeOpTimeout
 	kms           []option.ClientOption // Cloud KMS client options, for a wrapped TOKEN_KEYSET
 	httpClient    *http.Client
 	certsClient   *http.Client  // fetches Google's ID-token keys; default httpClient
@@ -141,6 +139,43 @@ type serverOptions struct {
 // newServer builds a server from cfg: it reads the secrets (concurrently),
 // parses them and opens the store. Any failure is returned, never kept.
 func newServer(ctx context.Context, cfg Config, o serverOptions) (*server, error) {
+	o = o.withDefaults()
+	s := &server{cfg: cfg, http: o.httpClient, now: o.now, log: o.logger, chatDeadline: o.chatDeadline,
+		secrets: &secretReader{opts: o.secretManager, wait: o.secretWait}}
+	built := false
+	defer func() {
+		if !built {
+			if s.store != nil {
+				s.store.close()
+			}
+			s.secrets.close()
+		}
+	}()
+	delegationKey, cipher, err := s.readSecretsOpenStore(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	s.tickets = cipher.aead
+	s.oauth = newOAuthConfig(s.client, cfg.RedirectURL)
+	if s.delegation, err = newDelegator(ctx, cfg, delegationKey, s.client.TokenURI, o); err != nil {
+		return nil, err
+	}
+	if err := s.buildVerifiers(ctx, o); err != nil {
+		return nil, err
+	}
+	if s.chat, err = newChatService(ctx, cfg.ChatEndpoint, o.httpClient.Transport); err != nil {
+		return nil, err
+	}
+	cache := newTokenCache(o.tokenCacheTTL)
+	s.store = newForgettingStore(newEncryptedStore(s.store, cipher), cache)
+	s.consents = &consents{store: s.store, cache: cache, oauth: s.oauth, http: s.http,
+		lease: o.lease.withDefaults(), publicURL: cfg.PublicURL, now: s.now}
+	built = true
+	return s, nil
+}
+
+// withDefaults fills the options a caller left unset.
+func (o serverOptions) withDefaults() serverOptions {
 	if o.now == nil {
 		o.now = time.Now
 	}
@@ -159,27 +194,17 @@ func newServer(ctx context.Context, cfg Config, o serverOptions) (*server, error
 	if o.tokenCacheTTL == 0 {
 		o.tokenCacheTTL = tokenCacheTTL
 	}
-	s := &server{cfg: cfg, http: o.httpClient, now: o.now, log: o.logger, chatDeadline: o.chatDeadline,
-		lease:   o.lease.withDefaults(),
-		secrets: &secretReader{opts: o.secretManager, wait: o.secretWait}}
-	built := false
-	defer func() {
-		if !built {
-			if s.store != nil {
-				s.store.close()
-			}
-			s.secrets.close()
-		}
-	}()
+	return o
+}
 
-	// The secrets are read and each parsed as soon as it is read (the token
-	// keyset, when wrapped, unwrapped by Cloud KMS), while the store opens:
-	// on a cold start these are the longest steps, and none needs
-	// another's result.
-	var (
-		delegationKey []byte
-		cipher        *tokenCipher
-	)
+// readSecretsOpenStore reads the secrets and parses each as soon as it is
+// read (the token keyset, when wrapped, unwrapped by Cloud KMS), while the
+// store opens: on a cold start these are the longest steps, and none
+// needs another's result. It sets s.client, s.webhookSecrets and s.store
+// (closed by newServer's clean-up if the build fails), and returns the
+// delegation key and the token cipher.
+func (s *server) readSecretsOpenStore(ctx context.Context, o serverOptions) (delegationKey []byte, cipher *tokenCipher, err error) {
+	cfg := s.cfg
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		clientJSON, err := s.secrets.read(gctx, "CLIENT_SECRETS", cfg.ClientSecrets)
@@ -227,65 +252,78 @@ func newServer(ctx context.Context, cfg Config, o serverOptions) (*server, error
 			// The client lives as long as the instance, so it must not
 			// inherit the cancellation of the request that happened to
 			// build it.
-			st, err = newFirestoreStore(context.WithoutCancel(ctx), cfg.Project, cfg.FirestoreDatabase, o.firestore...)
+			st, err = openFirestore(context.WithoutCancel(ctx), cfg.Project, cfg.FirestoreDatabase, o.storeTimeout, o.firestore...)
 		}
 		if err == nil {
-			s.store = st // closed by the deferred clean-up if the build fails
+			s.store = st
 		}
 		return err
 	})
 	if err := g.Wait(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var err error
-	s.tickets = cipher.aead
-	s.oauth = &oauth2.Config{
-		ClientID:     s.client.ClientID,
-		ClientSecret: s.client.ClientSecret,
+	return delegationKey, cipher, nil
+}
+
+// newOAuthConfig is the consent flow's OAuth client, from the client JSON.
+func newOAuthConfig(c *clientSecrets, redirectURL string) *oauth2.Config {
+	return &oauth2.Config{
+		ClientID:     c.ClientID,
+		ClientSecret: c.ClientSecret,
 		Endpoint: oauth2.Endpoint{
-			AuthURL:   s.client.AuthURI,
-			TokenURL:  s.client.TokenURI,
+			AuthURL:   c.AuthURI,
+			TokenURL:  c.TokenURI,
 			AuthStyle: oauth2.AuthStyleInParams,
 		},
-		RedirectURL: cfg.RedirectURL,
+		RedirectURL: redirectURL,
 		Scopes:      consentScopes,
 	}
-	if s.delegation, err = newDelegator(ctx, cfg, delegationKey, s.client.TokenURI, o); err != nil {
-		return nil, err
-	}
+}
+
+// buildVerifiers builds the bearer-token verifiers: the webhook callers'
+// and, when the Chat app is configured, Google Chat's, each fetching its
+// signing keys from Google or from the configured stand-ins.
+func (s *server) buildVerifiers(ctx context.Context, o serverOptions) error {
+	cfg := s.cfg
 	certs := o.certsClient
 	if cfg.GoogleCertsURL != "" {
+		var err error
 		if certs, err = withGoogleCertsURL(certs, cfg.GoogleCertsURL); err != nil {
-			return nil, fmt.Errorf("GOOGLE_CERTS_URL: %w", err)
+			return fmt.Errorf("GOOGLE_CERTS_URL: %w", err)
 		}
 	}
 	chatCerts := chatCertsURL
 	if cfg.ChatCertsURL != "" {
 		chatCerts = cfg.ChatCertsURL
 	}
+	var err error
 	if s.callers, err = newCallerAuth(ctx, s.webhookSecrets, cfg.AllowedAudiences, cfg.TrustedCallers, certs, o.now); err != nil {
-		return nil, err
+		return err
 	}
 	if cfg.ChatAudienceType != "" {
 		if s.chatAuth, err = newChatAuth(ctx, cfg.ChatAudienceType, cfg.ChatAudience, certs, chatCerts, o.now); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	chatOpts := []option.ClientOption{
-		option.WithHTTPClient(&http.Client{Transport: bearerTransport{base: o.httpClient.Transport}}),
+	return nil
+}
+
+// newChatService is the Chat API client shared by all users: the access
+// token rides in each call's context (bearerTransport, chatapi.go).
+// endpoint, when set, replaces Google's (CHAT_API_ENDPOINT).
+func newChatService(ctx context.Context, endpoint string, base http.RoundTripper) (*chat.Service, error) {
+	opts := []option.ClientOption{
+		option.WithHTTPClient(&http.Client{Transport: bearerTransport{base: base}}),
 		noClientLogs,
 	}
-	if cfg.ChatEndpoint != "" {
-		chatOpts = append(chatOpts, option.WithEndpoint(cfg.ChatEndpoint))
+	if endpoint != "" {
+		opts = append(opts, option.WithEndpoint(endpoint))
 	}
-	if s.chat, err = chat.NewService(context.WithoutCancel(ctx), chatOpts...); err != nil {
+	svc, err := chat.NewService(context.WithoutCancel(ctx), opts...)
+	if err != nil {
 		return nil, fmt.Errorf("chat: new service: %w", err)
 	}
-
-	s.tokens = newTokenCache(o.tokenCacheTTL)
-	s.store = &forgettingStore{tokenStore: &encryptedStore{tokenStore: s.store, c: cipher}, cache: s.tokens}
-	built = true
-	return s, nil
+	return svc, nil
 }
 
 // noClientLogs silences a Google client library's own logger. Under
@@ -349,7 +387,8 @@ func (i *instance) get(ctx context.Context) (*server, error) {
 func (i *instance) handler(f function) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		// The instance's logger is made only when there is no server's to
-		// use: a request logger costs 17 allocations (BENCHMARKS.md).
+		// use: a request logger costs allocations on every request
+		// (BENCHMARKS.md).
 		var log *slog.Logger
 		defer func() {
 			if v := recover(); v != nil {
@@ -388,15 +427,7 @@ func startupError(err error) *Error {
 // answers it as JSON, or as an HTML page to a browser.
 func respondError(w http.ResponseWriter, r *http.Request, log *slog.Logger, e *Error, browser bool) {
 	code := e.HTTPCode()
-	attrs := []any{"status", e.Status, "code", code, "reason", e.Message}
-	if code >= 500 {
-		if e.Err != nil {
-			attrs = append(attrs, "error", e.Err.Error())
-		}
-		log.Error("request failed", attrs...)
-	} else {
-		log.Info("request refused", attrs...)
-	}
+	logError(log, e, "request")
 	if browser && !wantsJSON(r) {
 		setErrorHeaders(w, e)
 		renderPage(w, code, errorPage(e))

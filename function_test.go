@@ -304,6 +304,13 @@ func (s *sensitiveSet) recordURL(u string) {
 // spyStore records the tokens the server stores.
 type spyStore struct{ tokenStore }
 
+// setStore makes st the store of s and of its consents, as newServer
+// shares one.
+func setStore(s *server, st tokenStore) {
+	s.store = st
+	s.consents.store = st
+}
+
 // spyAEAD records what the server seals into flow cookies: the PKCE
 // verifier (the record's first field) and the sealed value.
 type spyAEAD struct{ tink.AEAD }
@@ -354,7 +361,11 @@ const testWebhookSecret = "whsec-test-0123456789abcdef0123456789abcdef"
 // may set further options.
 func (e *testEnv) newServer(edit ...func(*serverOptions)) *server {
 	e.t.Helper()
-	o := serverOptions{now: e.clock.Now, logger: newLogger(e.logs), certsClient: e.google.HTTPClient()}
+	// The Firestore bound is patientTimeout, as newTestStore's: the
+	// emulator makes contending writes wait and retry, and on a loaded
+	// machine they can outlast the 10 s bound; faults_test.go sets the
+	// bounds it is about.
+	o := serverOptions{now: e.clock.Now, logger: newLogger(e.logs), certsClient: e.google.HTTPClient(), storeTimeout: patientTimeout}
 	for _, f := range edit {
 		f(&o)
 	}
@@ -362,7 +373,7 @@ func (e *testEnv) newServer(edit ...func(*serverOptions)) *server {
 	if err != nil {
 		e.t.Fatalf("newServer: %v", err)
 	}
-	s.store = spyStore{s.store}
+	setStore(s, spyStore{s.store})
 	s.tickets = spyAEAD{s.tickets}
 	e.t.Cleanup(func() { s.close() })
 	return s

@@ -33,7 +33,7 @@ import (
 	"github.com/chatauth/chatauth/internal/fakegoogle"
 )
 
-// The fuzz targets of issue 7. Each states its invariants; beyond them,
+// The fuzz targets. Each states its invariants; beyond them,
 // none may panic. Seed corpora are in testdata/fuzz/<name>; .ci/run fuzzes
 // each for a bounded time, and TESTING.md has the commands.
 
@@ -214,6 +214,7 @@ func FuzzCallbackState(f *testing.F) {
 				return nil, errors.New("the fuzz target has no network")
 			})},
 		}
+		s.consents = &consents{store: mem, oauth: s.oauth, http: s.http, publicURL: s.cfg.PublicURL, now: s.now}
 		genuine, other := seal(t, s, fuzzState), seal(t, s, "another-flow-of-the-same-browser")
 		cookie = strings.NewReplacer("$FLOW", genuine, "$OTHER", other).Replace(cookie)
 		r := (&http.Request{
@@ -584,6 +585,7 @@ func FuzzChatEvent(f *testing.F) {
 	}
 	s := &server{cfg: Config{PublicURL: "https://chatauth.example"}, store: &memStore{},
 		tickets: cipher.aead, now: func() time.Time { return fuzzNow }}
+	s.consents = &consents{store: s.store, publicURL: s.cfg.PublicURL, now: s.now}
 	start := s.cfg.PublicURL + "/OAuthStart?ticket="
 	f.Fuzz(func(t *testing.T, body []byte) {
 		var ev chatEvent

@@ -66,7 +66,7 @@ type certsRedirect struct {
 }
 
 func (t certsRedirect) RoundTrip(r *http.Request) (*http.Response, error) {
-	if u := r.URL; u.Scheme != "https" || u.Host != "www.googleapis.com" || u.Path != "/oauth2/v3/certs" {
+	if u := r.URL; u.Scheme+"://"+u.Host+u.Path != googleCertsURL {
 		return t.next.RoundTrip(r)
 	}
 	r = r.Clone(r.Context())

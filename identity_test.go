@@ -124,12 +124,12 @@ func TestEmailMovesBetweenAccounts(t *testing.T) {
 				t.Errorf("after Disconnect: new account kept %v, older account kept %v; want false, true", e.storedToken(bobSub) != nil, e.storedToken(aliceSub) != nil)
 			}
 			// The address names nobody, though the older record carries it.
-			_, code, body = e.createdBy(aliceEmail, "After Disconnect")
+			_, _, body = e.createdBy(aliceEmail, "After Disconnect")
 			checkJSONBody(t, body, 403, statusAuthorizationRequired)
 			if !strings.Contains(body, "login_hint=alice%40example.com") {
 				t.Errorf("the answer does not offer alice@ a consent: %s", body)
 			}
-			code, body = e.signed("Disconnect", `{"user":"alice@example.com"}`)
+			_, body = e.signed("Disconnect", `{"user":"alice@example.com"}`)
 			checkJSONBody(t, body, 404, statusNotFound)
 			if by, code, body := e.createdBy("users/"+aliceSub, "Older account still"); by != aliceSub {
 				t.Errorf("the older account by id after the newer one disconnected: created by %q (%d %s)", by, code, body)
@@ -404,10 +404,10 @@ func TestDisconnectSparesConsentGivenMeanwhile(t *testing.T) {
 			e := newTestEnv(t, kind)
 			e.connect()
 			inner := e.srv.store
-			e.srv.store = consentDuringDelete{tokenStore: inner, at: e.clock.Now().Add(2 * time.Second)}
+			setStore(e.srv, consentDuringDelete{tokenStore: inner, at: e.clock.Now().Add(2 * time.Second)})
 			code, body := e.signed("Disconnect", `{"user":"alice@example.com"}`)
 			checkJSONBody(t, body, 409, statusAlreadyExists)
-			e.srv.store = inner
+			setStore(e.srv, inner)
 			if got := e.storedToken(aliceSub); code != 409 || got == nil || got.RefreshToken != "1//consented-meanwhile" {
 				t.Errorf("got %d, record %v; want 409 and the consent given meanwhile kept", code, got)
 			}
@@ -425,7 +425,6 @@ func TestConcurrentConsentsOneAddress(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			e := newTestEnv(t, kind)
 			e.connect()
-			patient(e.srv.store)
 			e.google.AddUser(fakegoogle.User{Sub: bobSub, Email: aliceEmail, EmailVerified: true})
 			// Served once, so the instance's cache holds alice@.
 			if by, code, body := e.createdBy(aliceEmail, "Before"); by != aliceSub {

@@ -159,7 +159,7 @@ func TestLoadTokenCipherKMS(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = local.close() })
-	s := &encryptedStore{tokenStore: local, c: c}
+	s := newEncryptedStore(local, c)
 	if err := s.updateToken(t.Context(), "42", func(*tokenRecord) (*tokenRecord, error) {
 		return &tokenRecord{Sub: "42", RefreshToken: "1//stored"}, nil
 	}); err != nil {

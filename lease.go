@@ -94,16 +94,16 @@ func sameConsent(cur, rec *tokenRecord) bool {
 // reports a token the caller can use) or another claim holds it. It
 // returns the record as claimed, or nil and the record as it found it (nil
 // when there is none) for the caller to look at again.
-func (s *server) claimLease(ctx context.Context, sub string, want func(*tokenRecord) bool) (claimed, found *tokenRecord, err error) {
+func (c *consents) claimLease(ctx context.Context, sub string, want func(*tokenRecord) bool) (claimed, found *tokenRecord, err error) {
 	id := rand.Text()
-	err = s.store.updateToken(ctx, sub, func(cur *tokenRecord) (*tokenRecord, error) {
+	err = c.store.updateToken(ctx, sub, func(cur *tokenRecord) (*tokenRecord, error) {
 		claimed, found = nil, cur
-		now := s.now()
+		now := c.now()
 		if cur == nil || cur.Status == tokenNeedsReauth || want(cur) || leaseHeld(cur, now) {
 			return nil, nil
 		}
 		next := *cur
-		next.RefreshLease, next.RefreshLeaseUntil = id, now.Add(s.lease.length)
+		next.RefreshLease, next.RefreshLeaseUntil = id, now.Add(c.lease.length)
 		claimed = &next
 		return &next, nil
 	})
@@ -118,8 +118,8 @@ func (s *server) claimLease(ctx context.Context, sub string, want func(*tokenRec
 // instead of waiting for the lease to lapse. A lease another refresh has
 // taken over since is left alone. Failing to release only delays the next
 // refresh until the lease lapses, so it is logged, not returned.
-func (s *server) releaseLease(ctx context.Context, rec *tokenRecord) {
-	err := s.store.updateToken(ctx, rec.Sub, func(cur *tokenRecord) (*tokenRecord, error) {
+func (c *consents) releaseLease(ctx context.Context, rec *tokenRecord) {
+	err := c.store.updateToken(ctx, rec.Sub, func(cur *tokenRecord) (*tokenRecord, error) {
 		if cur == nil || cur.RefreshLease != rec.RefreshLease {
 			return nil, nil
 		}

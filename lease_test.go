@@ -76,25 +76,7 @@ func (w *leaseWatch) updateToken(ctx context.Context, sub string, fn func(*token
 	return err
 }
 
-// baseStore returns the store under a server's wrappers.
-func baseStore(s tokenStore) tokenStore {
-	for {
-		switch w := s.(type) {
-		case *leaseWatch:
-			s = w.tokenStore
-		case *countingStore:
-			s = w.tokenStore
-		case spyStore:
-			s = w.tokenStore
-		case *forgettingStore:
-			s = w.tokenStore
-		case *encryptedStore:
-			s = w.tokenStore
-		default:
-			return s
-		}
-	}
-}
+func (w *leaseWatch) unwrap() tokenStore { return w.tokenStore }
 
 // shareStore points s, a server built on a store of its own, at base
 // instead, and closes its own.
@@ -102,21 +84,15 @@ func shareStore(t testing.TB, s *server, base tokenStore) {
 	t.Helper()
 	var enc *encryptedStore
 	for st := s.store; enc == nil; {
-		switch w := st.(type) {
-		case spyStore:
-			st = w.tokenStore
-		case *countingStore:
-			st = w.tokenStore
-		case *forgettingStore:
-			st = w.tokenStore
-		case *encryptedStore:
-			enc = w
-		default:
-			t.Fatalf("no encrypted store under %T", st)
+		w, ok := st.(storeWrapper)
+		if !ok {
+			t.Fatalf("no encrypted store under %T", s.store)
 		}
+		enc, _ = w.(*encryptedStore)
+		st = w.unwrap()
 	}
-	enc.tokenStore.close()
-	enc.tokenStore = base
+	enc.inner.close()
+	enc.inner = base
 }
 
 // nodes replaces the env's server with n instances over its one store,
@@ -138,13 +114,13 @@ func (e *testEnv) nodes(n int, l leaseTiming) []*node {
 		e.cfg.DataDir = filepath.Join(e.t.TempDir(), "unused")
 		s := e.newServer(opts)
 		e.cfg = cfg
-		shareStore(e.t, s, baseStore(e.srv.store))
+		shareStore(e.t, s, innerStore(e.srv.store))
 		srvs = append(srvs, s)
 	}
 	var out []*node
 	for _, s := range srvs {
 		w := &leaseWatch{tokenStore: s.store, now: e.clock.Now}
-		s.store = w
+		setStore(s, w)
 		out = append(out, &node{e: e, srv: s, create: handlerFor(e.t, s, "CreateSpace"), watch: w})
 	}
 	return out
@@ -556,7 +532,7 @@ func BenchmarkLeaseWait(b *testing.B) {
 				}
 				b.Cleanup(func() { s.close() })
 				if kind == storeLocal {
-					shareStore(b, s, baseStore(e.srv.store))
+					shareStore(b, s, innerStore(e.srv.store))
 				}
 				srvs = append(srvs, s)
 			}
@@ -566,7 +542,7 @@ func BenchmarkLeaseWait(b *testing.B) {
 			)
 			for _, s := range srvs {
 				w := &leaseWatch{tokenStore: s.store, now: e.clock.Now}
-				s.store = w
+				setStore(s, w)
 				watches = append(watches, w)
 				handlers = append(handlers, handlerFor(b, s, "CreateSpace"))
 			}
@@ -656,7 +632,8 @@ func TestLeaseClockSkew(t *testing.T) {
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
 			e, nodes, hold := expiredAlice(t, kind, 2)
-			nodes[1].srv.now = func() time.Time { return e.clock.Now().Add(testLease.length) }
+			ahead := func() time.Time { return e.clock.Now().Add(testLease.length) }
+			nodes[1].srv.now, nodes[1].srv.consents.now = ahead, ahead
 			var holder inFlight
 			holder.send(nodes[0], "Holder")
 			arrived(t, hold)

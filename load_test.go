@@ -17,7 +17,7 @@ import (
 	"github.com/chatauth/chatauth/internal/fakegoogle"
 )
 
-// The bounded load of issue 7, on loopback: TESTING.md records the
+// The bounded load, on loopback: TESTING.md records the
 // figures of the last run and the command that reproduces them.
 const (
 	loadCalls       = 5000

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/tink-crypto/tink-go/v2/tink"
 	"google.golang.org/api/option"
@@ -15,12 +16,12 @@ import (
 // A build with -tags localonly links none of the Google Cloud client
 // libraries that only the Firestore setup uses: not Firestore's
 // (store.go), not Secret Manager's (secretmanager.go), not Cloud KMS's
-// (cloudkms.go). A runner on the embedded store with its
-// secrets in files uses none of them, yet paid for their package
-// initialisation and page faults at every cold start (BENCHMARKS.md,
-// "Cold start"). This file holds what such a build does instead: it
-// refuses the settings that need them, and says which build to use.
-// Cloud Functions deploys the package without tags: the full build.
+// (fullbuild.go). A runner on the embedded store with its secrets in
+// files uses none of them, and would pay for their package initialisation
+// at every cold start (BENCHMARKS.md, "Cold start"). This file holds what
+// such a build does instead: it refuses the settings that need them, and
+// says which build to use. Every seam here has its twin, with the same
+// signature, in fullbuild.go, which Cloud Functions deploys.
 
 var (
 	errNoFirestore = errors.New("STORE=firestore needs the full build: this binary was built with -tags localonly, which leaves out the Firestore client; build it without -tags localonly, or set STORE=local")
@@ -70,20 +71,25 @@ func unbuilt(c Config) []string {
 	return problems
 }
 
-// newFirestoreStore refuses: this build has no Firestore client.
-func newFirestoreStore(context.Context, string, string, ...option.ClientOption) (tokenStore, error) {
+// openFirestore refuses: this build has no Firestore client.
+func openFirestore(context.Context, string, string, time.Duration, ...option.ClientOption) (tokenStore, error) {
 	return nil, fmt.Errorf("store: %w", errNoFirestore)
 }
 
-// secretManager is empty: this build has no Secret Manager client.
-type secretManager struct{}
+// newSecretVersions returns a reader that refuses every reference: this
+// build has no Secret Manager client.
+func newSecretVersions([]option.ClientOption, time.Duration) secretVersions {
+	return noSecretVersions{}
+}
 
-// access refuses a Secret Manager reference.
-func (r *secretReader) access(_ context.Context, ref string) ([]byte, error) {
+// noSecretVersions refuses Secret Manager references.
+type noSecretVersions struct{}
+
+func (noSecretVersions) access(_ context.Context, ref string) ([]byte, error) {
 	return nil, fmt.Errorf("secrets: %w", noSecretManager(ref))
 }
 
-func (r *secretReader) close() error { return nil }
+func (noSecretVersions) close() error { return nil }
 
 // kmsAEAD refuses a KMS-wrapped TOKEN_KEYSET: this build has no Cloud KMS
 // client.

@@ -55,8 +55,8 @@ func newLocalStore(dir string, now func() time.Time) (*localStore, error) {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
 	// The buckets are created in a write transaction only when missing: a
-	// write syncs the file (0.4 ms here), which a cold start need not wait
-	// for once the store exists (BENCHMARKS.md).
+	// write syncs the file, which a cold start need not wait for once the
+	// store exists (BENCHMARKS.md).
 	buckets := []string{tokensCollection, usedStatesCollection, usedStatesByExpiry, emailsCollection}
 	missing := false
 	err = db.View(func(tx *bolt.Tx) error {

@@ -57,7 +57,7 @@ func requestLogger(base *slog.Logger, r *http.Request, function, project string)
 	}
 	if id := funcframework.ExecutionIDFromContext(r.Context()); id != "" {
 		// A group, not a map: the same JSON without encoding/json's
-		// reflection, 1.5 µs less per request (BENCHMARKS.md).
+		// reflection on every request (BENCHMARKS.md).
 		attrs = append(attrs, slog.Group("logging.googleapis.com/labels", slog.String("execution_id", id)))
 	}
 	return base.With(attrs...)

@@ -42,28 +42,9 @@ func (s *server) handleStart(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Allow", "GET, HEAD")
 		return errorf(statusMethodNotAllowed, "OAuthStart is opened with GET, in a browser")
 	}
-	q := r.URL.Query()
-	hint, err := optionalParam(q, "login_hint")
+	hint, ticket, err := s.startParams(r.URL.Query())
 	if err != nil {
 		return err
-	}
-	if hint != "" && !validEmail(hint) {
-		return errorf(statusInvalidArgument, "login_hint must be an email address, like alice@example.com")
-	}
-	// A ticket (from ChatEvents' Configure prompt) binds the consent to a
-	// Chat user and says where Chat wants the browser back.
-	var ticket *chatTicket
-	if _, ok := q["ticket"]; ok {
-		raw, err := requiredParam(q, "ticket", maxTicket)
-		if err != nil {
-			return err
-		}
-		if ticket, err = s.openTicket(raw); err != nil {
-			return err
-		}
-		if hint == "" && validEmail(ticket.Email) {
-			hint = ticket.Email
-		}
 	}
 
 	state, verifier := randomToken(), oauth2.GenerateVerifier()
@@ -101,6 +82,32 @@ func (s *server) handleStart(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// startParams reads OAuthStart's login_hint and ticket. A ticket (from
+// ChatEvents' Configure prompt) binds the consent to a Chat user and says
+// where Chat wants the browser back; its email is the hint when none is
+// given.
+func (s *server) startParams(q url.Values) (hint string, ticket *chatTicket, err error) {
+	if hint, err = optionalParam(q, "login_hint"); err != nil {
+		return "", nil, err
+	}
+	if hint != "" && !validEmail(hint) {
+		return "", nil, errorf(statusInvalidArgument, "login_hint must be an email address, like alice@example.com")
+	}
+	if _, ok := q["ticket"]; ok {
+		raw, err := requiredParam(q, "ticket", maxTicket)
+		if err != nil {
+			return "", nil, err
+		}
+		if ticket, err = s.openTicket(raw); err != nil {
+			return "", nil, err
+		}
+		if hint == "" && validEmail(ticket.Email) {
+			hint = ticket.Email
+		}
+	}
+	return hint, ticket, nil
+}
+
 // handleCallback serves GET /OAuthCallback. The order matters: the
 // state's flow cookie is opened, the issuer checked and the state marked
 // used before the code is sent anywhere, so a forged, replayed,
@@ -117,19 +124,10 @@ func (s *server) handleCallback(w http.ResponseWriter, r *http.Request) error {
 	if _, ok := q["error"]; ok {
 		return s.callbackRefused(w, r, q)
 	}
-	code, err := requiredParam(q, "code", 4096)
+	code, state, iss, err := callbackParams(q)
 	if err != nil {
 		return err
 	}
-	state, err := requiredParam(q, "state", maxState)
-	if err != nil {
-		return err
-	}
-	iss, err := optionalParam(q, "iss")
-	if err != nil {
-		return err
-	}
-
 	rec, err := s.findFlow(r, state)
 	if err != nil {
 		return err
@@ -144,78 +142,13 @@ func (s *server) handleCallback(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 
-	tok, err := s.oauth.Exchange(context.WithValue(ctx, oauth2.HTTPClient, s.http), code, oauth2.VerifierOption(rec.Verifier))
-	if err != nil {
-		return s.exchangeError(err, rec.LoginHint)
-	}
-	idToken, _ := tok.Extra("id_token").(string)
-	user, err := parseIDToken(idToken, s.oauth.ClientID, s.now())
-	if err != nil {
-		return wrapError(statusUpstreamError, err, "Google's answer did not identify the account; try connecting again")
-	}
-	if !user.EmailVerified {
-		return errorf(statusPermissionDenied, "the Google account's email address is not verified, so it cannot be connected")
-	}
-	email := strings.ToLower(user.Email)
-	if err := checkChatUser(ctx, rec, user.Sub, email); err != nil {
-		return err
-	}
-	scopeText, _ := tok.Extra("scope").(string)
-	scopes := strings.Fields(scopeText)
-	if !slices.Contains(scopes, scopeChatCreate) {
-		e := s.reauthError(email, "Google Chat was not connected: the permission to create Chat spaces was not granted. Connect again and allow “Create conversations and spaces”.")
-		e.Err = fmt.Errorf("granted scopes %q lack %s", scopeText, scopeChatCreate)
-		return e
-	}
-
-	now := s.now()
-	merge := func(cur *tokenRecord) (*tokenRecord, error) {
-		next := &tokenRecord{
-			Sub:          user.Sub,
-			Email:        email,
-			RefreshToken: tok.RefreshToken,
-			AccessToken:  tok.AccessToken,
-			Expiry:       s.expiry(tok),
-			Scopes:       scopes,
-			Status:       tokenActive,
-			CreatedAt:    now,
-			UpdatedAt:    now,
-			ConsentedAt:  now,
-		}
-		if cur != nil {
-			next.CreatedAt, next.LastRefreshAt = cur.CreatedAt, cur.LastRefreshAt
-		}
-		if next.RefreshToken == "" {
-			// Google omits the refresh token when it considers the app
-			// already authorized. A good stored one is kept; a missing or
-			// revoked one cannot be replaced by nothing.
-			if cur == nil || cur.RefreshToken == "" || cur.Status != tokenActive {
-				return nil, errNoRefreshToken
-			}
-			next.RefreshToken = cur.RefreshToken
-		}
-		return next, nil
-	}
-	// The consent makes email name this account (README.md, "Identity"),
-	// in the same transaction: an account that consented with it before
-	// stays reachable as users/{its id} only.
-	err = s.store.putConsent(ctx, user.Sub, merge)
-	var tde *tokenDecryptError
-	if errors.As(err, &tde) {
-		// The stored record cannot be opened, so nothing in it can be kept:
-		// the fresh consent replaces it.
-		loggerFrom(ctx).Warn("replacing a stored token that cannot be decrypted", "sub", user.Sub, "error", err.Error())
-		if err = s.store.deleteToken(ctx, user.Sub, nil); err == nil {
-			err = s.store.putConsent(ctx, user.Sub, merge)
-		}
-	}
-	if errors.Is(err, errNoRefreshToken) {
-		return s.reauthError(email, "Google did not send a lasting authorization for "+email+". Remove this app at https://myaccount.google.com/connections, then connect again.")
-	}
+	tok, sub, email, scopes, err := s.exchange(ctx, code, rec)
 	if err != nil {
 		return err
 	}
-	loggerFrom(ctx).Info("consent stored", "sub", user.Sub, "newRefreshToken", tok.RefreshToken != "")
+	if err := s.consents.save(ctx, sub, email, tok, scopes); err != nil {
+		return err
+	}
 	if s.redirectToChat(w, r, rec) {
 		return nil
 	}
@@ -231,6 +164,51 @@ func (s *server) handleCallback(w http.ResponseWriter, r *http.Request) error {
 }
 
 var errNoRefreshToken = errors.New("no refresh token")
+
+// callbackParams reads an authorization response's code and state, each
+// required once, and its optional iss.
+func callbackParams(q url.Values) (code, state, iss string, err error) {
+	if code, err = requiredParam(q, "code", 4096); err != nil {
+		return "", "", "", err
+	}
+	if state, err = requiredParam(q, "state", maxState); err != nil {
+		return "", "", "", err
+	}
+	if iss, err = optionalParam(q, "iss"); err != nil {
+		return "", "", "", err
+	}
+	return code, state, iss, nil
+}
+
+// exchange trades the code of the flow rec for tokens and reads who
+// consented from the id_token: an account with a verified email, the one
+// a consent started from Chat was for, that granted Chat's scope.
+func (s *server) exchange(ctx context.Context, code string, rec *stateRecord) (tok *oauth2.Token, sub, email string, scopes []string, err error) {
+	tok, err = s.oauth.Exchange(context.WithValue(ctx, oauth2.HTTPClient, s.http), code, oauth2.VerifierOption(rec.Verifier))
+	if err != nil {
+		return nil, "", "", nil, exchangeError(err, s.cfg.PublicURL, rec.LoginHint)
+	}
+	idToken, _ := tok.Extra("id_token").(string)
+	user, err := parseIDToken(idToken, s.oauth.ClientID, s.now())
+	if err != nil {
+		return nil, "", "", nil, wrapError(statusUpstreamError, err, "Google's answer did not identify the account; try connecting again")
+	}
+	if !user.EmailVerified {
+		return nil, "", "", nil, errorf(statusPermissionDenied, "the Google account's email address is not verified, so it cannot be connected")
+	}
+	email = strings.ToLower(user.Email)
+	if err := checkChatUser(ctx, rec, user.Sub, email); err != nil {
+		return nil, "", "", nil, err
+	}
+	scopeText, _ := tok.Extra("scope").(string)
+	scopes = strings.Fields(scopeText)
+	if !slices.Contains(scopes, scopeChatCreate) {
+		e := s.reauthError(email, "Google Chat was not connected: the permission to create Chat spaces was not granted. Connect again and allow “Create conversations and spaces”.")
+		e.Err = fmt.Errorf("granted scopes %q lack %s", scopeText, scopeChatCreate)
+		return nil, "", "", nil, e
+	}
+	return tok, user.Sub, email, scopes, nil
+}
 
 // useState marks the state used in the store, so that it serves one
 // callback across instances, and clears the flow's cookie; a state used
@@ -279,21 +257,21 @@ func (s *server) callbackRefused(w http.ResponseWriter, r *http.Request, q url.V
 	return errorf(statusInvalidArgument, "Google refused the sign-in request (%s); the operator should check the OAuth client's configuration", code)
 }
 
-// oauthErrorCode bounds no length: a counted repetition ({1,64}) costs
-// 0.6 ms of regexp compilation at every cold start (BENCHMARKS.md), so the
-// caller checks the length itself.
+// oauthErrorCode bounds no length: a counted repetition ({1,64}) is
+// costly to compile at a cold start (BENCHMARKS.md), so the caller checks
+// the length itself.
 var oauthErrorCode = lazyRegexp(`^[a-z_]+$`)
 
 // exchangeError maps a failed call to the token endpoint (a code exchange
 // or a refresh). The endpoint's body is not logged: only its status and
 // error code.
-func (s *server) exchangeError(err error, loginHint string) error {
+func exchangeError(err error, publicURL, loginHint string) error {
 	var re *oauth2.RetrieveError
 	switch {
 	case errors.As(err, &re) && re.ErrorCode == "invalid_grant":
-		e := s.reauthError(loginHint, "Google did not accept this sign-in (it expired or was already used); connect again")
-		e.Err = errors.New("token endpoint: invalid_grant")
-		return e
+		return &Error{Status: statusAuthorizationRequired, AuthorizeURL: startURL(publicURL, loginHint),
+			Message: "Google did not accept this sign-in (it expired or was already used); connect again",
+			Err:     errors.New("token endpoint: invalid_grant")}
 	case errors.As(err, &re):
 		code := 0
 		if re.Response != nil {
@@ -318,8 +296,11 @@ func (s *server) restartError(status, msg, loginHint string) *Error {
 }
 
 // startURL is the OAuthStart link, on PUBLIC_URL, for a user.
-func (s *server) startURL(loginHint string) string {
-	u := s.cfg.PublicURL + "/OAuthStart"
+func (s *server) startURL(loginHint string) string { return startURL(s.cfg.PublicURL, loginHint) }
+
+// startURL is the OAuthStart link on publicURL for a user.
+func startURL(publicURL, loginHint string) string {
+	u := publicURL + "/OAuthStart"
 	if loginHint != "" {
 		u += "?login_hint=" + url.QueryEscape(loginHint)
 	}
@@ -370,11 +351,6 @@ func hashToken(v string) string {
 }
 
 var emailPattern = lazyRegexp(`^[^\s@<>()",;:\\\[\]]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$`)
-
-// validEmail accepts the plain addresses Google accounts have.
-func validEmail(s string) bool {
-	return len(s) <= 254 && emailPattern().MatchString(s)
-}
 
 // idClaims are the id_token claims the callback uses.
 type idClaims struct {
@@ -434,20 +410,5 @@ func (a *audience) UnmarshalJSON(b []byte) error {
 		return errors.New("aud is neither a string nor an array of strings")
 	}
 	*a = many
-	return nil
-}
-
-// flexBool is a boolean claim that some issuers send as "true"/"false".
-type flexBool bool
-
-func (f *flexBool) UnmarshalJSON(b []byte) error {
-	switch string(b) {
-	case "true", `"true"`:
-		*f = true
-	case "false", `"false"`, "null":
-		*f = false
-	default:
-		return errors.New("not a boolean")
-	}
 	return nil
 }

@@ -418,7 +418,7 @@ func checkJSONError(t *testing.T, resp *http.Response, code int, status string) 
 	checkJSONBody(t, buf.String(), code, status)
 }
 
-// checkJSONBody checks the JSON error envelope of DESIGN.md.
+// checkJSONBody checks the JSON error envelope (README.md, "Errors"; openapi.yaml, Error).
 func checkJSONBody(t *testing.T, body string, code int, status string) {
 	t.Helper()
 	var env struct {

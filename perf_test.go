@@ -18,9 +18,9 @@ import (
 	"github.com/chatauth/chatauth/internal/fakegoogle"
 )
 
-// These tests hold the round-trip budget of issue 8 as counts, never as
-// times: a warm CreateSpace makes one Chat call, no token call and at most
-// one store read; an expired token is refreshed once per user however many
+// These tests hold the round-trip budget (README.md, "Performance") as
+// counts, never as times: a warm CreateSpace makes one Chat call, no token
+// call and at most one store read; an expired token is refreshed once per user however many
 // requests want it at once. The timings are in BENCHMARKS.md.
 
 // countingStore counts the store operations that read: getToken,
@@ -29,6 +29,8 @@ type countingStore struct {
 	tokenStore
 	reads, updates atomic.Int64
 }
+
+func (c *countingStore) unwrap() tokenStore { return c.tokenStore }
 
 func (c *countingStore) getToken(ctx context.Context, sub string) (*tokenRecord, error) {
 	c.reads.Add(1)
@@ -102,7 +104,7 @@ func newPerfEnv(t testing.TB, kind string, edit ...func(*serverOptions)) *perfEn
 	}
 	t.Cleanup(func() { s.close() })
 	cs := &countingStore{tokenStore: s.store}
-	s.store = cs
+	setStore(s, cs)
 	inst := &instance{log: s.log}
 	inst.srv.Store(s)
 	e := &perfEnv{cfg: cfg, srv: s, google: g, store: cs, clock: clock}
@@ -272,8 +274,8 @@ func TestOAuthErrorCodeBound(t *testing.T) {
 }
 
 // TestHandlerLogsWithoutServer: the request logger that names the function
-// is still there for a failed build and for a panic, now that it is made
-// only when needed.
+// is there for a failed build and for a panic, though it is made only
+// when needed.
 func TestHandlerLogsWithoutServer(t *testing.T) {
 	var logs syncBuffer
 	failing := &instance{log: newLogger(&logs), build: func(context.Context) (*server, error) {

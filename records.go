@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// Collections of DESIGN.md's data layout.
+// Collections of the data layout (README.md, "Data").
 const (
 	tokensCollection     = "chatauth_tokens"
 	usedStatesCollection = "chatauth_used_states"
@@ -19,7 +19,8 @@ const (
 )
 
 // tokenRecord is one user's stored consent: chatauth_tokens/{sub}. The
-// field names are the data layout of DESIGN.md, shared by both stores.
+// field names are the data layout of README.md, "Data", shared by both
+// stores.
 type tokenRecord struct {
 	Sub           string    `firestore:"-" json:"-"`
 	Email         string    `firestore:"email" json:"email"`

@@ -20,17 +20,20 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// secretManager is secretReader's Secret Manager client, made on first use.
+// secretManager reads Secret Manager versions for secretReader; its
+// client is made on first use.
 type secretManager struct {
+	opts []option.ClientOption
+	wait time.Duration // bound on one read, retries included; zero: 10 s
+
 	mu     sync.Mutex
 	client *secretmanager.Client
 }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// access reads a Secret Manager version: read calls it for a reference
-// that secretVersionName matches.
-func (r *secretReader) access(ctx context.Context, ref string) ([]byte, error) {
+// access reads a Secret Manager version.
+func (r *secretManager) access(ctx context.Context, ref string) ([]byte, error) {
 	c, err := r.smClient(ctx)
 	if err != nil {
 		return nil, err
@@ -56,14 +59,14 @@ func (r *secretReader) access(ctx context.Context, ref string) ([]byte, error) {
 	return data, nil
 }
 
-func (r *secretReader) timeout() time.Duration {
+func (r *secretManager) timeout() time.Duration {
 	if r.wait > 0 {
 		return r.wait
 	}
 	return 10 * time.Second
 }
 
-func (r *secretReader) smClient(ctx context.Context) (*secretmanager.Client, error) {
+func (r *secretManager) smClient(ctx context.Context) (*secretmanager.Client, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.client != nil {
@@ -91,7 +94,7 @@ const secretManagerEmulatorEnv = "SECRETMANAGER_EMULATOR_HOST"
 // none, those that point the client at SECRETMANAGER_EMULATOR_HOST if it is
 // set. It is read here, like the Firestore client reads its variable, so
 // that the choice is made with the client, once per instance.
-func (r *secretReader) clientOptions() []option.ClientOption {
+func (r *secretManager) clientOptions() []option.ClientOption {
 	if len(r.opts) > 0 {
 		return r.opts
 	}
@@ -106,7 +109,7 @@ func (r *secretReader) clientOptions() []option.ClientOption {
 	}
 }
 
-func (r *secretReader) close() error {
+func (r *secretManager) close() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.client == nil {

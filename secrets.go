@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 
@@ -84,9 +85,38 @@ type secretReader struct {
 	// wait bounds one read, retries included; zero means 10 seconds.
 	wait time.Duration
 
-	// secretManager holds the client (secretmanager.go); a build with
-	// -tags localonly has none (localonly.go).
-	secretManager
+	mu sync.Mutex
+	// versions reads Secret Manager references, made on first use by
+	// newSecretVersions: the build's (fullbuild.go, localonly.go).
+	versions secretVersions
+}
+
+// secretVersions reads Secret Manager versions: secretManager in the full
+// build, a refusal in a build with -tags localonly.
+type secretVersions interface {
+	access(ctx context.Context, ref string) ([]byte, error)
+	close() error
+}
+
+// access reads a Secret Manager version: read calls it for a reference
+// that secretVersionName matches.
+func (r *secretReader) access(ctx context.Context, ref string) ([]byte, error) {
+	r.mu.Lock()
+	if r.versions == nil {
+		r.versions = newSecretVersions(r.opts, r.wait)
+	}
+	v := r.versions
+	r.mu.Unlock()
+	return v.access(ctx, ref)
+}
+
+func (r *secretReader) close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.versions == nil {
+		return nil
+	}
+	return r.versions.close()
 }
 
 // read returns the secret that ref, the value of the variable name,

@@ -53,13 +53,17 @@ func opErr(ctx context.Context, err error) error {
 var _ tokenStore = (*firestoreStore)(nil)
 
 // newFirestoreStore creates the client. It does not dial: the first call
-// does, so a cold start pays only for what it uses.
-func newFirestoreStore(ctx context.Context, project, database string, opts ...option.ClientOption) (*firestoreStore, error) {
+// does, so a cold start pays only for what it uses. timeout bounds one
+// operation (bound); zero is storeOpTimeout.
+func newFirestoreStore(ctx context.Context, project, database string, timeout time.Duration, opts ...option.ClientOption) (*firestoreStore, error) {
+	if timeout <= 0 {
+		timeout = storeOpTimeout
+	}
 	c, err := firestore.NewClientWithDatabase(ctx, project, database, append(slices.Clip(opts), noClientLogs)...)
 	if err != nil {
 		return nil, fmt.Errorf("store: new Firestore client for %s/%s: %w", project, database, storeErr(err))
 	}
-	return &firestoreStore{client: c, timeout: storeOpTimeout}, nil
+	return &firestoreStore{client: c, timeout: timeout}, nil
 }
 
 // storeErr translates gRPC codes at the store's boundary, so the rest of

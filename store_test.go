@@ -26,7 +26,7 @@ func newTestStore(t *testing.T, kind string) tokenStore {
 	switch kind {
 	case storeFirestore:
 		needFirestore(t)
-		s, err = newFirestoreStore(context.Background(), testProject, "(default)")
+		s, err = openFirestore(context.Background(), testProject, "(default)", patientTimeout)
 	case storeLocal:
 		s, err = newLocalStore(filepath.Join(t.TempDir(), "data"), time.Now)
 	}
@@ -303,7 +303,6 @@ func testDeleteChecked(t *testing.T, s tokenStore) {
 // account reachable by its id.
 func testConcurrentConsents(t *testing.T, s tokenStore) {
 	ctx := t.Context()
-	patient(s)
 	const accounts = 6
 	var wg sync.WaitGroup
 	for i := range accounts {
@@ -346,7 +345,6 @@ func testConcurrentConsents(t *testing.T, s tokenStore) {
 // state is used. Other states are not affected.
 func testStateUsedOnce(t *testing.T, s tokenStore) {
 	ctx := t.Context()
-	patient(s)
 	expireAt := time.Now().Add(stateTTL)
 	const racers = 20
 	var wg sync.WaitGroup
@@ -382,24 +380,11 @@ func testStateUsedOnce(t *testing.T, s tokenStore) {
 	}
 }
 
-// patient lifts the Firestore store's per-operation bound under s's
-// wrappers to a minute. The emulator makes contending writes wait and
-// retry, so on a loaded machine (CI runs packages in parallel, under
-// -race) they can outlast the 10 s bound; that bound is faults_test.go's
-// subject, the tests that call patient are about atomicity.
-func patient(s tokenStore) {
-	for inner := s; inner != nil; {
-		switch w := inner.(type) {
-		case *encryptedStore:
-			inner = w.tokenStore
-		case *firestoreStore:
-			w.timeout = time.Minute
-			inner = nil
-		default:
-			inner = nil
-		}
-	}
-}
+// patientTimeout is the Firestore bound of the tests (newTestStore,
+// newTestEnv). The emulator makes contending writes wait and retry, so on
+// a loaded machine (CI runs packages in parallel, under -race) they can
+// outlast the 10 s bound; that bound is faults_test.go's subject.
+const patientTimeout = time.Minute
 
 // testConcurrentUpdates: concurrent read-modify-writes lose no update.
 // The Firestore emulator makes contending transactions wait and retry, so
@@ -408,7 +393,6 @@ func patient(s tokenStore) {
 // faults_test.go's subject, this test's is atomicity, so it allows a minute.
 func testConcurrentUpdates(t *testing.T, s tokenStore) {
 	ctx := t.Context()
-	patient(s)
 	put(t, s, sampleToken("777", "e@example.com"))
 	const writers = 10
 	var (

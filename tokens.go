@@ -3,7 +3,6 @@ package chatauth
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -19,57 +18,16 @@ const expiryMargin = time.Minute
 // errUserUnknown marks a user with no stored consent.
 var errUserUnknown = errors.New("no stored consent")
 
-// lookupConsent finds the stored consent of a user named as "users/{id}"
-// or as an email. It is the one store read of a warm request. (lookupUser,
-// in delegation.go, decides whether consent or delegation serves a user.)
-// email, when not empty, is the user's verified address, named in the
-// answer that asks them to consent.
-func (s *server) lookupConsent(ctx context.Context, user, email string) (*tokenRecord, error) {
-	rec, err := s.findRecord(ctx, user)
-	var tde *tokenDecryptError
-	switch {
-	case errors.Is(err, errNotFound):
-		return nil, s.notAuthorized(user, email, errUserUnknown)
-	case errors.As(err, &tde):
-		// A token the keyset cannot open (a key removed too early, or a
-		// tampered record) is as good as none: the user consents again,
-		// which replaces the record.
-		return nil, s.notAuthorized(user, email, err)
-	case err != nil:
-		return nil, err
-	case rec.Status == tokenNeedsReauth || rec.RefreshToken == "":
-		return nil, s.notAuthorized(user, rec.Email, fmt.Errorf("record %s: status %s: %s", rec.Sub, rec.Status, rec.LastError))
-	}
-	return rec, nil
-}
-
-// notAuthorized is the AUTHORIZATION_REQUIRED answer for a user, with the
-// link that lets them consent (again).
-func (s *server) notAuthorized(user, email string, cause error) *Error {
-	who := user
-	if email != "" {
-		who = email
-	} else if !strings.HasPrefix(user, "users/") {
-		email = user
-	}
-	return &Error{
-		Status:       statusAuthorizationRequired,
-		Message:      who + " has not authorized this app (or revoked it); open authorizeUrl to connect Google Chat",
-		AuthorizeURL: s.startURL(strings.ToLower(email)),
-		Err:          cause,
-	}
-}
-
 // accessToken returns an access token for sub that is valid for at least
 // expiryMargin: token, read with its expiry, or a refreshed one. force
 // refreshes even a token that looks valid (the Chat API just refused it).
-func (s *server) accessToken(ctx context.Context, sub, token string, expiry time.Time, force bool) (string, error) {
-	if !force && token != "" && s.now().Add(expiryMargin).Before(expiry) {
+func (c *consents) accessToken(ctx context.Context, sub, token string, expiry time.Time, force bool) (string, error) {
+	if !force && token != "" && c.now().Add(expiryMargin).Before(expiry) {
 		return token, nil
 	}
 	// Concurrent requests for one user on this instance share one refresh.
-	return sharedFetch(ctx, &s.refreshes, sub, 30*time.Second, func(ctx context.Context) (string, error) {
-		return s.refresh(ctx, sub, force)
+	return sharedFetch(ctx, &c.refreshes, sub, 30*time.Second, func(ctx context.Context) (string, error) {
+		return c.refresh(ctx, sub, force)
 	})
 }
 
@@ -108,49 +66,49 @@ func sharedFetch(ctx context.Context, g *singleflight.Group, key string, timeout
 // UPSTREAM_ERROR, and the next request refreshes afresh), or the lease
 // lapses (its holder died: this call takes over), for as long as ctx
 // allows.
-func (s *server) refresh(ctx context.Context, sub string, force bool) (string, error) {
+func (c *consents) refresh(ctx context.Context, sub string, force bool) (string, error) {
 	var (
 		stale    string // with force: the refused access token
 		waitedOn string // the claim this call has seen held by another refresh
-		bo       = s.lease.backoff()
+		bo       = c.lease.backoff()
 	)
-	rec, err := s.store.getToken(ctx, sub)
+	rec, err := c.store.getToken(ctx, sub)
 	if force && err == nil {
 		stale = rec.AccessToken
 	}
 	usable := func(r *tokenRecord) bool {
-		return r.AccessToken != "" && (!force || r.AccessToken != stale) && s.now().Add(expiryMargin).Before(r.Expiry)
+		return r.AccessToken != "" && (!force || r.AccessToken != stale) && c.now().Add(expiryMargin).Before(r.Expiry)
 	}
 	for {
 		switch {
 		case errors.Is(err, errNotFound):
-			return "", s.notAuthorized("users/"+sub, "", errUserUnknown)
+			return "", c.notAuthorized("users/"+sub, "", errUserUnknown)
 		case err != nil:
 			return "", err
 		case rec.Status == tokenNeedsReauth:
-			return "", s.notAuthorized("users/"+sub, rec.Email, errors.New(rec.LastError))
+			return "", c.notAuthorized("users/"+sub, rec.Email, errors.New(rec.LastError))
 		case usable(rec):
 			if waitedOn != "" {
 				loggerFrom(ctx).Info("access token refreshed by another instance", "sub", sub)
 			}
 			return rec.AccessToken, nil
-		case leaseHeld(rec, s.now()):
+		case leaseHeld(rec, c.now()):
 			waitedOn = rec.RefreshLease
 			if err := pause(ctx, bo.Pause()); err != nil {
 				return "", err
 			}
-			rec, err = s.store.getToken(ctx, sub)
+			rec, err = c.store.getToken(ctx, sub)
 			continue
 		case waitedOn != "" && rec.RefreshLease == "":
 			return "", refreshFailedElsewhere()
 		}
 		// No claim, or a lapsed one: claim it.
-		claimed, found, cerr := s.claimLease(ctx, sub, usable)
+		claimed, found, cerr := c.claimLease(ctx, sub, usable)
 		if cerr != nil {
 			return "", cerr
 		}
 		if claimed != nil {
-			return s.refreshHolding(ctx, claimed)
+			return c.refreshHolding(ctx, claimed)
 		}
 		if rec, err = found, nil; found == nil {
 			err = errNotFound
@@ -163,21 +121,21 @@ func (s *server) refresh(ctx context.Context, sub string, force bool) (string, e
 // endpoint is called outside any transaction, bounded by the lease's
 // length; the save then checks that the consent is still the one
 // refreshed, so a re-consent made meanwhile is never overwritten.
-func (s *server) refreshHolding(ctx context.Context, rec *tokenRecord) (string, error) {
+func (c *consents) refreshHolding(ctx context.Context, rec *tokenRecord) (string, error) {
 	sub := rec.Sub
-	tctx, cancel := context.WithTimeout(ctx, s.lease.length)
+	tctx, cancel := context.WithTimeout(ctx, c.lease.length)
 	defer cancel()
-	src := s.oauth.TokenSource(context.WithValue(tctx, oauth2.HTTPClient, s.http), &oauth2.Token{RefreshToken: rec.RefreshToken})
+	src := c.oauth.TokenSource(context.WithValue(tctx, oauth2.HTTPClient, c.http), &oauth2.Token{RefreshToken: rec.RefreshToken})
 	tok, err := src.Token()
 	if err != nil {
-		return "", s.refreshError(ctx, rec, err)
+		return "", c.refreshError(ctx, rec, err)
 	}
 
-	now := s.now()
-	err = s.store.updateToken(ctx, sub, func(cur *tokenRecord) (*tokenRecord, error) {
+	now := c.now()
+	err = c.store.updateToken(ctx, sub, func(cur *tokenRecord) (*tokenRecord, error) {
 		if cur == nil {
 			// Disconnected while we refreshed: do not bring it back.
-			return nil, s.notAuthorized("users/"+sub, rec.Email, errors.New("record deleted during refresh"))
+			return nil, c.notAuthorized("users/"+sub, rec.Email, errors.New("record deleted during refresh"))
 		}
 		if !sameConsent(cur, rec) {
 			// A re-consent or another instance's refresh is newer: keep it.
@@ -185,7 +143,7 @@ func (s *server) refreshHolding(ctx context.Context, rec *tokenRecord) (string, 
 		}
 		next := *cur
 		next.AccessToken = tok.AccessToken
-		next.Expiry = s.expiry(tok)
+		next.Expiry = c.expiry(tok)
 		if tok.RefreshToken != "" {
 			next.RefreshToken = tok.RefreshToken
 		}
@@ -214,9 +172,9 @@ func (s *server) refreshHolding(ctx context.Context, rec *tokenRecord) (string, 
 // expiry is when tok expires by the server's clock. The oauth2 package
 // computes Token.Expiry from the wall clock; expires_in is used instead
 // when present, so that one clock rules every expiry decision.
-func (s *server) expiry(tok *oauth2.Token) time.Time {
+func (c *consents) expiry(tok *oauth2.Token) time.Time {
 	if tok.ExpiresIn > 0 {
-		return s.now().Add(time.Duration(tok.ExpiresIn) * time.Second)
+		return c.now().Add(time.Duration(tok.ExpiresIn) * time.Second)
 	}
 	return tok.Expiry
 }
@@ -227,15 +185,15 @@ func (s *server) expiry(tok *oauth2.Token) time.Time {
 // user is asked to consent again; the requests waiting on the lease read
 // the mark and get the same answer. Any other failure releases the lease
 // and keeps the record as it was, so the next request tries again.
-func (s *server) refreshError(ctx context.Context, rec *tokenRecord, err error) error {
+func (c *consents) refreshError(ctx context.Context, rec *tokenRecord, err error) error {
 	var re *oauth2.RetrieveError
 	if errors.As(err, &re) && re.ErrorCode == "invalid_grant" {
-		now := s.now()
+		now := c.now()
 		desc := "invalid_grant"
 		if re.ErrorDescription != "" {
 			desc += ": " + re.ErrorDescription
 		}
-		uerr := s.store.updateToken(ctx, rec.Sub, func(cur *tokenRecord) (*tokenRecord, error) {
+		uerr := c.store.updateToken(ctx, rec.Sub, func(cur *tokenRecord) (*tokenRecord, error) {
 			if cur == nil || !sameConsent(cur, rec) {
 				return nil, nil // deleted, or re-consented meanwhile
 			}
@@ -249,14 +207,14 @@ func (s *server) refreshError(ctx context.Context, rec *tokenRecord, err error) 
 			// The lease lapses on its own; until then the waiters wait.
 			loggerFrom(ctx).Warn("could not mark token needs_reauth", "sub", rec.Sub, "error", uerr.Error())
 		}
-		return s.notAuthorized("users/"+rec.Sub, rec.Email, errors.New("token endpoint: "+desc))
+		return c.notAuthorized("users/"+rec.Sub, rec.Email, errors.New("token endpoint: "+desc))
 	}
-	s.releaseLease(ctx, rec)
-	return s.exchangeError(err, rec.Email)
+	c.releaseLease(ctx, rec)
+	return exchangeError(err, c.publicURL, rec.Email)
 }
 
 // tokenCacheTTL bounds how long an instance serves a user's access token
-// from memory instead of reading the store (issue 8). A write on this
+// from memory instead of reading the store. A write on this
 // instance (a refresh, a new consent, Disconnect, needs_reauth) takes
 // effect at once; a write on another instance takes effect within the
 // bound. In practice a Disconnect elsewhere takes effect at once too: it
@@ -359,25 +317,48 @@ func (c *tokenCache) forget(sub, email string) {
 // it also drops the writer's user from the instance's cache, before the
 // write (so no request starts from the old token after it) and after it
 // (so no read that raced it is kept). A consent also drops the entry of
-// its email, which until then may have named another account.
-// TestStoreWrappersCoverTokenStore makes every tokenStore method a
-// decision here.
+// its email, which until then may have named another account. Every
+// tokenStore method is written out, so a new one is a decision here.
 type forgettingStore struct {
-	tokenStore
+	inner tokenStore
 	cache *tokenCache
+}
+
+var _ tokenStore = (*forgettingStore)(nil)
+
+func newForgettingStore(inner tokenStore, cache *tokenCache) *forgettingStore {
+	return &forgettingStore{inner: inner, cache: cache}
+}
+
+// unwrap is the store forgettingStore wraps.
+func (s *forgettingStore) unwrap() tokenStore { return s.inner }
+
+// markStateUsed writes no token.
+func (s *forgettingStore) markStateUsed(ctx context.Context, key string, expireAt time.Time) error {
+	return s.inner.markStateUsed(ctx, key, expireAt)
+}
+
+// getToken reads; the cache is filled by its users, not here.
+func (s *forgettingStore) getToken(ctx context.Context, sub string) (*tokenRecord, error) {
+	return s.inner.getToken(ctx, sub)
+}
+
+// tokenByEmail reads.
+func (s *forgettingStore) tokenByEmail(ctx context.Context, email string) (*tokenRecord, error) {
+	return s.inner.tokenByEmail(ctx, email)
 }
 
 func (s *forgettingStore) updateToken(ctx context.Context, sub string, fn func(cur *tokenRecord) (*tokenRecord, error)) error {
 	s.cache.forget(sub, "")
 	defer s.cache.forget(sub, "")
-	return s.tokenStore.updateToken(ctx, sub, fn)
+	return s.inner.updateToken(ctx, sub, fn)
 }
 
 func (s *forgettingStore) putConsent(ctx context.Context, sub string, fn func(cur *tokenRecord) (*tokenRecord, error)) error {
 	var email string
 	s.cache.forget(sub, "")
 	defer func() { s.cache.forget(sub, email) }()
-	return s.tokenStore.putConsent(ctx, sub, func(cur *tokenRecord) (*tokenRecord, error) {
+	return s.inner.putConsent(ctx, sub, func(cur *tokenRecord) (*tokenRecord, error) {
 		next, err := fn(cur)
 		if next != nil {
 			email = next.Email
@@ -389,5 +370,7 @@ func (s *forgettingStore) putConsent(ctx context.Context, sub string, fn func(cu
 func (s *forgettingStore) deleteToken(ctx context.Context, sub string, check func(cur *tokenRecord) error) error {
 	s.cache.forget(sub, "")
 	defer s.cache.forget(sub, "")
-	return s.tokenStore.deleteToken(ctx, sub, check)
+	return s.inner.deleteToken(ctx, sub, check)
 }
+
+func (s *forgettingStore) close() error { return s.inner.close() }

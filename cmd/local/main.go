@@ -83,23 +83,51 @@ func run(demo bool, host string) error {
 		}
 		defer g.Close()
 		demoSteps = steps
-	} else {
-		_, set := os.LookupEnv("CLIENT_SECRETS")
-		clientSecrets := envDefault("CLIENT_SECRETS", "client_secrets.json")
-		// A Secret Manager reference is read by the function; only a file
-		// can be checked here. A path the operator set is not quoted: it
-		// may be a pasted secret that merely looks like one.
-		if _, err := os.Stat(clientSecrets); errors.Is(err, fs.ErrNotExist) && !strings.HasPrefix(clientSecrets, "projects/") {
-			if set && clientSecrets != "client_secrets.json" {
-				return fmt.Errorf("CLIENT_SECRETS: no file at the path it holds (the value is not shown, in case it is a pasted secret); set it to the path of the OAuth client JSON, or try it offline first: go run ./cmd/local -demo")
-			}
-			return fmt.Errorf("%s not found.\n"+
-				"  To use Google: create an OAuth client (type \"Web application\") with the redirect URI\n"+
-				"  %s in the Google Cloud console, download its JSON to %s, and run again.\n"+
-				"  To try it offline first: go run ./cmd/local -demo",
-				clientSecrets, os.Getenv("REDIRECT_URL"), clientSecrets)
-		}
+	} else if err := checkClientSecrets(); err != nil {
+		return err
 	}
+	if err := generateSecrets(dataDir); err != nil {
+		return err
+	}
+	if err := checkSecretFiles(); err != nil {
+		return err
+	}
+
+	printSteps(base, dataDir, demo)
+	fmt.Print(demoSteps)
+	fmt.Println()
+
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, port))
+	if err != nil {
+		return fmt.Errorf("listen on %s:%s: %w (set PORT to use another port)", host, port, err)
+	}
+	return newHTTPServer(chatauth.LocalHandler(), serveTimeouts).Serve(ln)
+}
+
+// checkClientSecrets checks that the OAuth client JSON CLIENT_SECRETS names
+// (client_secrets.json by default) exists, and says how to get one.
+func checkClientSecrets() error {
+	_, set := os.LookupEnv("CLIENT_SECRETS")
+	clientSecrets := envDefault("CLIENT_SECRETS", "client_secrets.json")
+	// A Secret Manager reference is read by the function; only a file
+	// can be checked here. A path the operator set is not quoted: it
+	// may be a pasted secret that merely looks like one.
+	if _, err := os.Stat(clientSecrets); errors.Is(err, fs.ErrNotExist) && !strings.HasPrefix(clientSecrets, "projects/") {
+		if set && clientSecrets != "client_secrets.json" {
+			return fmt.Errorf("CLIENT_SECRETS: no file at the path it holds (the value is not shown, in case it is a pasted secret); set it to the path of the OAuth client JSON, or try it offline first: go run ./cmd/local -demo")
+		}
+		return fmt.Errorf("%s not found.\n"+
+			"  To use Google: create an OAuth client (type \"Web application\") with the redirect URI\n"+
+			"  %s in the Google Cloud console, download its JSON to %s, and run again.\n"+
+			"  To try it offline first: go run ./cmd/local -demo",
+			clientSecrets, os.Getenv("REDIRECT_URL"), clientSecrets)
+	}
+	return nil
+}
+
+// generateSecrets creates, once, in dataDir, the webhook secret and the
+// token keyset the environment does not name, and names them there.
+func generateSecrets(dataDir string) error {
 	if os.Getenv("WEBHOOK_SECRETS") == "" {
 		path, created, err := generateOnce(filepath.Join(dataDir, "webhook_secret"), func() ([]byte, error) {
 			b := make([]byte, 32)
@@ -124,10 +152,14 @@ func run(demo bool, host string) error {
 			fmt.Printf("Generated a Tink keyset for tokens at rest in %s (TOKEN_KEYSET); keep it with the store.\n", path)
 		}
 	}
+	return nil
+}
 
-	// Every secret reference that is not a Secret Manager name must name
-	// an existing file before the hints below print it: a value that names
-	// none may be a pasted secret that looks like a path.
+// checkSecretFiles checks that every secret reference that is not a
+// Secret Manager name names an existing file, before the hints printed
+// next quote it: a value that names none may be a pasted secret that
+// looks like a path.
+func checkSecretFiles() error {
 	for _, name := range []string{"CLIENT_SECRETS", "WEBHOOK_SECRETS", "TOKEN_KEYSET", "DELEGATION_KEY"} {
 		ref := strings.TrimSpace(os.Getenv(name))
 		if ref == "" || strings.HasPrefix(ref, "projects/") {
@@ -137,7 +169,11 @@ func run(demo bool, host string) error {
 			return fmt.Errorf("%s: no file at the path it holds (the value is not shown, in case it is a pasted secret); set it to the path of a file that holds the secret, or to a Secret Manager version name, projects/P/secrets/S/versions/V", name)
 		}
 	}
+	return nil
+}
 
+// printSteps prints how to use the running runner.
+func printSteps(base, dataDir string, demo bool) {
 	fmt.Printf("\nchatauth is serving on %s (store: %s in %s).\n", base, os.Getenv("STORE"), dataDir)
 	fmt.Printf("  1. Open %s/OAuthStart in your browser.\n", base)
 	if demo {
@@ -158,14 +194,6 @@ func run(demo bool, host string) error {
 			"       curl -sS -X POST %s/CreateSpace -H 'Content-Type: application/json' -H \"X-Signature: t=$T,v1=$SIG\" -d \"$BODY\"\n",
 			user, secretFile, base)
 	}
-	fmt.Print(demoSteps)
-	fmt.Println()
-
-	ln, err := net.Listen("tcp", net.JoinHostPort(host, port))
-	if err != nil {
-		return fmt.Errorf("listen on %s:%s: %w (set PORT to use another port)", host, port, err)
-	}
-	return newHTTPServer(chatauth.LocalHandler(), serveTimeouts).Serve(ln)
 }
 
 // timeouts bound what one connection may take of the runner.

@@ -26,7 +26,7 @@ const (
 )
 
 // Caller signs and sends CreateSpace requests as an HMAC webhook caller
-// (DESIGN.md: X-Signature), for users by id ("users/{sub}"), with display
+// (README.md, "Caller authentication": X-Signature), for users by id ("users/{sub}"), with display
 // names unique per Caller so that the fake Chat API never answers 409.
 type Caller struct {
 	Secret string

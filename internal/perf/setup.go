@@ -176,8 +176,8 @@ func (s *Setup) floorDir() string   { return filepath.Join(s.Dir, "floor") }
 func (s *Setup) ProductURL() string { return "http://127.0.0.1:" + strconv.Itoa(s.ProductPort) }
 func (s *Setup) FloorURL() string   { return "http://127.0.0.1:" + strconv.Itoa(s.FloorPort) }
 
-// ProductEnv is the runner's whole environment: DESIGN.md's variables,
-// pointing at the fakes.
+// ProductEnv is the runner's whole environment: the variables of
+// README.md, "Configuration", pointing at the fakes.
 func (s *Setup) ProductEnv() []string {
 	base := s.ProductURL()
 	env := []string{
