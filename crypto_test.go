@@ -294,6 +294,7 @@ func TestStoreWrappersCoverTokenStore(t *testing.T) {
 		"updateToken":   {"decrypts and encrypts", "writes a token: forgets"},
 		"putConsent":    {"decrypts and encrypts", "writes a token and an email: forgets both"},
 		"deleteToken":   {"no token (check sees none)", "writes a token: forgets"},
+		"listTokens":    {"no token (listed without): drops any", "reads no token"},
 		"markStateUsed": {"no token", "no token"},
 		"close":         {"no token", "no token"},
 	}
@@ -321,6 +322,7 @@ func TestEncryptedStore(t *testing.T) {
 			t.Run("shared: delete checked", func(t *testing.T) { testDeleteChecked(t, wrap(t)) })
 			t.Run("shared: concurrent consents", func(t *testing.T) { testConcurrentConsents(t, wrap(t)) })
 			t.Run("shared: concurrent updates", func(t *testing.T) { testConcurrentUpdates(t, wrap(t)) })
+			t.Run("shared: list tokens", func(t *testing.T) { testListTokens(t, wrap(t)) })
 			t.Run("at rest", func(t *testing.T) { testEncryptedAtRest(t, kind) })
 			t.Run("copied ciphertext", func(t *testing.T) { testCopiedCiphertext(t, kind) })
 		})

@@ -129,3 +129,21 @@ func soleLegacyRecord(recs []*tokenRecord) *tokenRecord {
 	}
 	return recs[0]
 }
+
+// tokenQuery selects a page of records for listTokens.
+type tokenQuery struct {
+	status string // a token record status, or "" for every record
+	after  string // the sub the previous page ended with, or "" for the first page
+	limit  int    // at most this many records, > 0
+}
+
+// listedFields are the token record's fields a listing reads: everything
+// but the tokens and the lease.
+var listedFields = []string{"email", "scopes", "status", "createdAt", "updatedAt", "lastRefreshAt", "lastError", "consentedAt"}
+
+// withoutTokens is rec with its token fields emptied, for a listing.
+func withoutTokens(rec *tokenRecord) *tokenRecord {
+	c := *rec
+	c.RefreshToken, c.AccessToken = "", ""
+	return &c
+}
