@@ -1,0 +1,3 @@
+package main
+
+func (c *cli) doctor(args []string) int { return c.usageError("doctor is not built yet") }
