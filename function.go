@@ -332,6 +332,9 @@ type instance struct {
 	mu    sync.Mutex // one build at a time
 	build func(ctx context.Context) (*server, error)
 	log   *slog.Logger
+	// checked logs the configuration checks once, at the first request a
+	// deployed instance serves (doctor.go).
+	checked sync.Once
 }
 
 func (i *instance) get(ctx context.Context) (*server, error) {
@@ -374,6 +377,9 @@ func (i *instance) handler(f function) http.HandlerFunc {
 			return
 		}
 		log = requestLogger(s.log, r, f.name, s.cfg.Project)
+		if s.cfg.Deployed {
+			i.checked.Do(func() { s.logFindings(log) })
+		}
 		r = r.WithContext(withLogger(r.Context(), log))
 		if err := f.handle(s, w, r); err != nil {
 			respondError(w, r, log, asError(err), f.browser)

@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/chatauth/chatauth"
 )
 
 // buildCLI builds cmd/chatauth into a temporary directory.
@@ -232,7 +234,7 @@ func TestCLI(t *testing.T) {
 	} {
 		run(2, args...)
 	}
-	for _, sub := range []string{"users", "create-space", "disconnect", "sign"} {
+	for _, sub := range []string{"users", "create-space", "disconnect", "sign", "doctor"} {
 		code, _, stderr := cliRun(t, cli, "", nil, sub, "-h")
 		if code != 0 || !strings.Contains(stderr, "Usage: chatauth") || !strings.Contains(stderr, sub) {
 			t.Errorf("%s -h: exit %d, %q; want its help", sub, code, stderr)
@@ -241,5 +243,72 @@ func TestCLI(t *testing.T) {
 	run(3, "-url", "http://127.0.0.1:"+freePort(t), "-secret-file", secretFile, "users")
 	if _, stderr = run(3, "-url", base+"/nothing-here", "-secret-file", secretFile, "users"); !strings.Contains(stderr, "not a chatauth error") {
 		t.Errorf("a URL that is not chatauth's: stderr %q", stderr)
+	}
+}
+
+// badClientJSON is a web client whose only redirect URI is not the
+// runner's OAuthCallback.
+const badClientJSON = `{"web":{"client_id":"id.apps.googleusercontent.com","client_secret":"GOCSPX-doctor-0123456789abcdef","auth_uri":"https://accounts.google.com/o/oauth2/auth","token_uri":"https://oauth2.googleapis.com/token","redirect_uris":["https://elsewhere.example/OAuthCallback"]}}`
+
+// TestRunnerRefusesBadConfig: the runner runs doctor's checks before it
+// serves; a redirect_uri_mismatch in waiting stops it, with the fix, and
+// it never says it is serving nor binds the port.
+func TestRunnerRefusesBadConfig(t *testing.T) {
+	bin := buildLocal(t, "")
+	dir := t.TempDir()
+	client := filepath.Join(dir, "client.json")
+	if err := os.WriteFile(client, []byte(badClientJSON), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	cmd, stdout, stderr := command(bin)
+	cmd.Dir = dir
+	cmd.Env = childEnv("PORT="+port, "DATA_DIR="+filepath.Join(dir, "data"), "CLIENT_SECRETS="+client)
+	var exit *exec.ExitError
+	if err := runToExit(t, cmd, stdout, stderr); !errors.As(err, &exit) || exit.ExitCode() == 0 {
+		t.Fatalf("got exit %v, want a non-zero exit status; stderr:\n%s", err, stderr)
+	}
+	msg := stderr.String()
+	if !strings.Contains(msg, "redirect_uri_mismatch") || !strings.Contains(msg, "fix: add it to the OAuth client's Authorized redirect URIs") {
+		t.Errorf("stderr:\n%s\nwant the finding and its fix", msg)
+	}
+	if strings.Contains(msg, "GOCSPX-doctor") || strings.Contains(stdout.String(), "GOCSPX-doctor") {
+		t.Error("the runner printed the client secret")
+	}
+	if strings.Contains(stdout.String(), "is serving on") {
+		t.Errorf("the runner said it is serving:\n%s", stdout)
+	}
+}
+
+// TestCLIDoctor: chatauth doctor reads the environment, prints each
+// finding with its fix and exits 1 on an error, 0 without.
+func TestCLIDoctor(t *testing.T) {
+	cli := buildCLI(t)
+	dir := t.TempDir()
+	client := filepath.Join(dir, "client.json")
+	if err := os.WriteFile(client, []byte(badClientJSON), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	keyset := filepath.Join(dir, "keyset.json")
+	webhook := filepath.Join(dir, "webhook")
+	os.WriteFile(webhook, []byte("0123456789abcdef0123456789abcdef\n"), 0o600)
+	ks, err := chatauth.GenerateKeyset()
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(keyset, ks, 0o600)
+	env := []string{"CLIENT_SECRETS=" + client, "WEBHOOK_SECRETS=" + webhook, "TOKEN_KEYSET=" + keyset, "STORE=local",
+		"DATA_DIR=" + filepath.Join(dir, "data"), "PUBLIC_URL=https://elsewhere.example", "REDIRECT_URL=https://elsewhere.example/OAuthCallback"}
+	code, stdout, stderr := cliRun(t, cli, "", env, "doctor")
+	if code != 0 || !strings.Contains(stdout, "No problems found.") {
+		t.Errorf("doctor on a good configuration: exit %d\n%s%s", code, stdout, stderr)
+	}
+	env = append(env, "PUBLIC_URL=https://other.example", "REDIRECT_URL=https://other.example/OAuthCallback")
+	code, stdout, stderr = cliRun(t, cli, "", env, "doctor")
+	if code != 1 || !strings.Contains(stdout, "ERROR: REDIRECT_URL:") || !strings.Contains(stdout, "redirect_uri_mismatch") || !strings.Contains(stdout, "  fix: ") {
+		t.Errorf("doctor on a mismatched redirect: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if strings.Contains(stdout+stderr, "GOCSPX-doctor") || strings.Contains(stdout+stderr, "0123456789abcdef0123") {
+		t.Error("doctor printed a secret")
 	}
 }

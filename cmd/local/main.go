@@ -26,6 +26,7 @@
 package main
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -138,6 +139,21 @@ func run(demo bool, host string) error {
 		}
 	}
 
+	// The same checks as chatauth doctor, before serving: a configuration
+	// that cannot work stops here, not at the first request's 500.
+	findings := chatauth.Doctor(context.Background(), os.Getenv)
+	for _, f := range findings {
+		fmt.Fprintln(os.Stderr, f)
+	}
+	if chatauth.HasErrors(findings) {
+		return errors.New("the configuration has the problems above; fix them and start again (chatauth doctor checks without serving)")
+	}
+
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, port))
+	if err != nil {
+		return fmt.Errorf("listen on %s:%s: %w (set PORT to use another port)", host, port, err)
+	}
+	// Only now is the port bound: whoever waits for "serving" can connect.
 	fmt.Printf("\nchatauth is serving on %s (store: %s in %s).\n", base, os.Getenv("STORE"), dataDir)
 	fmt.Printf("  1. Open %s/OAuthStart in your browser.\n", base)
 	if demo {
@@ -160,11 +176,6 @@ func run(demo bool, host string) error {
 	}
 	fmt.Print(demoSteps)
 	fmt.Println()
-
-	ln, err := net.Listen("tcp", net.JoinHostPort(host, port))
-	if err != nil {
-		return fmt.Errorf("listen on %s:%s: %w (set PORT to use another port)", host, port, err)
-	}
 	return newHTTPServer(chatauth.LocalHandler(), serveTimeouts).Serve(ln)
 }
 
