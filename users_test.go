@@ -1,15 +1,19 @@
 package chatauth
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chatauth/chatauth/internal/fakegoogle"
+	bolt "go.etcd.io/bbolt"
 )
 
 const (
@@ -294,5 +298,118 @@ func TestUsersIDTokenCallers(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkUsersPage measures one Users request, the whole handler
+// (signature, listing, page token, JSON), over 10,000 stored consents, on
+// both stores: the first page and a page from the end of the listing, of
+// 100 and of 500, and a page of the one consent in ten that needs
+// re-authorization. BENCHMARKS.md records the figures.
+func BenchmarkUsersPage(b *testing.B) {
+	const users = 10_000
+	for _, kind := range storeKinds {
+		b.Run(kind, func(b *testing.B) {
+			e := newPerfEnv(b, kind)
+			seedUsers(b, e.srv.store, users)
+			h := handlerFor(b, e.srv, "Users")
+			last := fmt.Sprintf("9%020d", users-600)
+			for _, bc := range []struct {
+				name, status, after string
+				size                int
+			}{
+				{"first page of 100", "", "", 100},
+				{"first page of 500", "", "", 500},
+				{"page of 100 at the end", "", last, 100},
+				{"page of 500 at the end", "", last, 500},
+				{"needs_reauth page of 100", userNeedsReauth, "", 100},
+				{"needs_reauth page of 100 at the end", userNeedsReauth, last, 100},
+			} {
+				b.Run(bc.name, func(b *testing.B) {
+					q := fmt.Sprintf(`{"pageSize":%d`, bc.size)
+					if bc.status != "" {
+						q += `,"status":"` + bc.status + `"`
+					}
+					if bc.after != "" {
+						tok, err := e.srv.sealUsersPage(bc.after, bc.status)
+						if err != nil {
+							b.Fatal(err)
+						}
+						q += `,"pageToken":"` + tok + `"`
+					}
+					body := []byte(q + "}")
+					b.ReportAllocs()
+					for b.Loop() {
+						req := httptest.NewRequest(http.MethodPost, "/Users", bytes.NewReader(body))
+						req.Header.Set("Content-Type", "application/json")
+						req.Header.Set("X-Signature", signBody(testWebhookSecret, e.clock.Now(), body))
+						w := httptest.NewRecorder()
+						h(w, req)
+						if w.Code != 200 || !strings.Contains(w.Body.String(), `"users":[{`) {
+							b.Fatalf("got %d: %.200s", w.Code, w.Body.String())
+						}
+					}
+				})
+			}
+		})
+	}
+}
+
+// seedUsers stores n consents straight into the store under s (tokens
+// left out: a listing never reads them), one in ten needing
+// re-authorization, in bulk.
+func seedUsers(b *testing.B, s tokenStore, n int) {
+	b.Helper()
+	for {
+		switch w := s.(type) {
+		case *forgettingStore:
+			s = w.tokenStore
+			continue
+		case *encryptedStore:
+			s = w.tokenStore
+			continue
+		case *countingStore:
+			s = w.tokenStore
+			continue
+		}
+		break
+	}
+	rec := func(i int) *tokenRecord {
+		r := sampleToken(fmt.Sprintf("9%020d", i), fmt.Sprintf("user%d@example.com", i))
+		r.RefreshToken, r.AccessToken, r.ConsentedAt, r.LastRefreshAt = "", "", sampleTime, sampleTime
+		if i%10 == 0 {
+			r.Status = tokenNeedsReauth
+		}
+		return r
+	}
+	switch s := s.(type) {
+	case *localStore:
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			for i := range n {
+				r := rec(i)
+				v, err := json.Marshal(r)
+				if err != nil {
+					return err
+				}
+				if err := tx.Bucket([]byte(tokensCollection)).Put([]byte(r.Sub), v); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	case *firestoreStore:
+		bw := s.client.BulkWriter(b.Context())
+		for i := range n {
+			r := rec(i)
+			if _, err := bw.Set(s.client.Collection(tokensCollection).Doc(r.Sub), r); err != nil {
+				b.Fatal(err)
+			}
+		}
+		bw.End()
+	default:
+		b.Fatalf("seedUsers: a %T", s)
 	}
 }
