@@ -569,7 +569,9 @@ func TestOpenAPI(t *testing.T) {
 		{name: "a page too large", path: "/Users", body: `{"pageSize":501}`, validRequest: no, code: 400},
 		{name: "no credentials", path: "/Users", body: `{}`, auth: func(string) map[string]string { return nil }, validRequest: yes, code: 401},
 		{name: "an ID-token caller for someone else", path: "/Users", body: `{"user":"alice@example.com"}`,
-			auth: func(string) map[string]string { return map[string]string{"Authorization": idToken("robot@example.com")} }, validRequest: yes, code: 403},
+			auth: func(string) map[string]string {
+				return map[string]string{"Authorization": idToken("robot@example.com")}
+			}, validRequest: yes, code: 403},
 		{name: "GET", path: "/Users", method: http.MethodGet, code: 405},
 		{name: "a body over 64 KiB", path: "/Users", body: `{"user":"` + strings.Repeat("a", 70<<10) + `@example.com"}`, validRequest: no, code: 413},
 		{name: "a form body", path: "/Users", ctype: "text/plain", body: "all", code: 415},
