@@ -175,3 +175,29 @@ func TestDeployedLogsFindings(t *testing.T) {
 		t.Errorf("not deployed: logs %s, want no checks (cmd/local runs them before serving)", logs.String())
 	}
 }
+
+// TestDoctorKMS: a KMS-wrapped TOKEN_KEYSET is unwrapped by doctor; the
+// wrong key is a TOKEN_KEYSET error naming the KMS fix, quoting no key.
+func TestDoctorKMS(t *testing.T) {
+	g, opts := kmsFake(t)
+	uri := g.AddKMSKey(kmsTestKey)
+	otherURI := g.AddKMSKey(kmsOtherKey)
+	wrapped, clear := wrappedKeyset(t, uri, opts)
+	env, _ := doctorFiles(t)
+	path := filepath.Join(t.TempDir(), "wrapped.json")
+	writeFile(t, path, wrapped)
+	env["TOKEN_KEYSET"], env[tokenKeysetKMSKeyVar] = path, uri
+	if got := diagnose(t.Context(), envMap(env), doctorOptions{kms: opts}); len(got) != 0 {
+		t.Errorf("the key that wrapped it: got %v, want no findings", got)
+	}
+	env[tokenKeysetKMSKeyVar] = otherURI
+	got := diagnose(t.Context(), envMap(env), doctorOptions{kms: opts})
+	if len(got) != 1 || got[0].Setting != "TOKEN_KEYSET" || !strings.Contains(got[0].Fix, "roles/cloudkms.cryptoKeyDecrypter") {
+		t.Fatalf("another key: got %v, want one TOKEN_KEYSET finding with the KMS fix", got)
+	}
+	for _, v := range keysetSecrets(t, wrapped, clear) {
+		if strings.Contains(got[0].String(), v) {
+			t.Errorf("the finding quotes the keyset (%.6q…)", v)
+		}
+	}
+}
