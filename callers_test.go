@@ -654,3 +654,27 @@ func BenchmarkVerifyHMAC(b *testing.B) {
 		})
 	}
 }
+
+// TestSignBody: the CLI's signature is one the function accepts, made with
+// the first secret of the file, and a file the function would refuse is
+// refused without quoting it.
+func TestSignBody(t *testing.T) {
+	file := []byte("\n  " + string(callerSecret1) + "  \n" + string(callerSecret2) + "\n")
+	body := []byte(`{"user":"alice@example.com"}`)
+	sig, err := SignBody(file, body, callerTestNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := signatureHeaderValue(callerSecret1, callerTestNow.Unix(), body); sig != want {
+		t.Errorf("SignBody: got %q, want %q (the first secret)", sig, want)
+	}
+	a := newTestCallerAuth(t, [][]byte{callerSecret2, callerSecret1}, nil, nil, nil, func() time.Time { return callerTestNow })
+	if _, err := a.authenticate(callerRequest(string(body), "X-Signature", sig), body); err != nil {
+		t.Errorf("the function refuses SignBody's signature: %v", err)
+	}
+	for _, bad := range []string{"", "\n\n", "short-secret\n"} {
+		if _, err := SignBody([]byte(bad), body, callerTestNow); err == nil || strings.Contains(err.Error(), "short-secret") {
+			t.Errorf("SignBody(%q): got %v, want a refusal that does not quote the file", bad, err)
+		}
+	}
+}

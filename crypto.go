@@ -249,6 +249,17 @@ func (s *encryptedStore) deleteToken(ctx context.Context, sub string, check func
 
 func (s *encryptedStore) close() error { return s.inner.close() }
 
+// listTokens passes the listing through: the stores list records without
+// their tokens, so there is nothing to decrypt; any token a store still
+// handed out is dropped here rather than passed on sealed.
+func (s *encryptedStore) listTokens(ctx context.Context, q tokenQuery) ([]*tokenRecord, error) {
+	recs, err := s.inner.listTokens(ctx, q)
+	for i, rec := range recs {
+		recs[i] = withoutTokens(rec)
+	}
+	return recs, err
+}
+
 // sealing wraps fn to see the decrypted record and return an encrypted one.
 func (s *encryptedStore) sealing(sub string, fn func(cur *tokenRecord) (*tokenRecord, error)) func(*tokenRecord) (*tokenRecord, error) {
 	return func(stored *tokenRecord) (*tokenRecord, error) {

@@ -295,6 +295,7 @@ func TestEncryptedStore(t *testing.T) {
 			t.Run("shared: delete checked", func(t *testing.T) { testDeleteChecked(t, wrap(t)) })
 			t.Run("shared: concurrent consents", func(t *testing.T) { testConcurrentConsents(t, wrap(t)) })
 			t.Run("shared: concurrent updates", func(t *testing.T) { testConcurrentUpdates(t, wrap(t)) })
+			t.Run("shared: list tokens", func(t *testing.T) { testListTokens(t, wrap(t)) })
 			t.Run("at rest", func(t *testing.T) { testEncryptedAtRest(t, kind) })
 			t.Run("copied ciphertext", func(t *testing.T) { testCopiedCiphertext(t, kind) })
 		})

@@ -48,6 +48,7 @@ var registered = []function{
 	{"CreateSpace", (*server).handleCreateSpace, false},
 	{"Disconnect", (*server).handleDisconnect, false},
 	{"ChatEvents", (*server).handleChatEvents, false},
+	{"Users", (*server).handleUsers, false},
 }
 
 // defaultInstance is the per-instance server, built on first use from the
@@ -87,7 +88,12 @@ func init() {
 // accepts it, and in the same transaction leaves its email naming nobody
 // if it still named sub; check sees the record without its tokens, and its
 // error is returned with nothing deleted. A missing record is not an
-// error for deleteToken, and check is not called.
+// error for deleteToken, and check is not called. listTokens returns up
+// to q.limit records in ascending byte order of sub (the same in every
+// store), only those after q.after when it is not empty and only those
+// whose status is q.status when it is not empty, each without its tokens
+// (a listing is for people and never needs one); fewer than q.limit
+// records means there are no more.
 type tokenStore interface {
 	markStateUsed(ctx context.Context, key string, expireAt time.Time) error
 	getToken(ctx context.Context, sub string) (*tokenRecord, error)
@@ -95,6 +101,7 @@ type tokenStore interface {
 	updateToken(ctx context.Context, sub string, fn func(cur *tokenRecord) (*tokenRecord, error)) error
 	putConsent(ctx context.Context, sub string, fn func(cur *tokenRecord) (*tokenRecord, error)) error
 	deleteToken(ctx context.Context, sub string, check func(cur *tokenRecord) error) error
+	listTokens(ctx context.Context, q tokenQuery) ([]*tokenRecord, error)
 	close() error
 }
 
@@ -363,6 +370,9 @@ type instance struct {
 	mu    sync.Mutex // one build at a time
 	build func(ctx context.Context) (*server, error)
 	log   *slog.Logger
+	// checked logs the configuration checks once, at the first request a
+	// deployed instance serves (doctor.go).
+	checked sync.Once
 }
 
 func (i *instance) get(ctx context.Context) (*server, error) {
@@ -406,6 +416,9 @@ func (i *instance) handler(f function) http.HandlerFunc {
 			return
 		}
 		log = requestLogger(s.log, r, f.name, s.cfg.Project)
+		if s.cfg.Deployed {
+			i.checked.Do(func() { s.logFindings(log) })
+		}
 		r = r.WithContext(withLogger(r.Context(), log))
 		if err := f.handle(s, w, r); err != nil {
 			respondError(w, r, log, asError(err), f.browser)

@@ -152,6 +152,7 @@ func (m *memStore) putConsent(ctx context.Context, sub string, fn func(*tokenRec
 }
 
 func (m *memStore) deleteToken(context.Context, string, func(*tokenRecord) error) error { return nil }
+func (m *memStore) listTokens(context.Context, tokenQuery) ([]*tokenRecord, error)      { return nil, nil }
 func (m *memStore) close() error                                                        { return nil }
 
 // fuzzState is the state of FuzzCallbackState's one pending consent.

@@ -331,4 +331,35 @@ func (s *localStore) deleteToken(ctx context.Context, sub string, check func(cur
 	return nil
 }
 
+// listTokens reads one page of records in key order (tokenStore's rules),
+// from a cursor placed just after q.after.
+func (s *localStore) listTokens(ctx context.Context, q tokenQuery) ([]*tokenRecord, error) {
+	var recs []*tokenRecord
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket([]byte(tokensCollection)).Cursor()
+		k, v := c.First()
+		if q.after != "" {
+			if k, v = c.Seek([]byte(q.after)); k != nil && string(k) == q.after {
+				k, v = c.Next()
+			}
+		}
+		for ; k != nil && len(recs) < q.limit; k, v = c.Next() {
+			var rec tokenRecord
+			if err := json.Unmarshal(v, &rec); err != nil {
+				return fmt.Errorf("decode %s: %w", k, err)
+			}
+			if q.status != "" && rec.Status != q.status {
+				continue
+			}
+			rec.Sub = string(k)
+			recs = append(recs, withoutTokens(&rec))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: list tokens: %w", err)
+	}
+	return recs, nil
+}
+
 func (s *localStore) close() error { return s.db.Close() }

@@ -562,6 +562,22 @@ func TestOpenAPI(t *testing.T) {
 				})
 			}, code: 504},
 
+		// Users.
+		{name: "everyone", path: "/Users", body: `{}`, validRequest: yes, code: 200},
+		{name: "connected only, one a page", path: "/Users", body: `{"pageSize":1,"status":"connected"}`, validRequest: yes, code: 200},
+		{name: "a status that is none", path: "/Users", body: `{"status":"active"}`, validRequest: no, code: 400},
+		{name: "a page too large", path: "/Users", body: `{"pageSize":501}`, validRequest: no, code: 400},
+		{name: "no credentials", path: "/Users", body: `{}`, auth: func(string) map[string]string { return nil }, validRequest: yes, code: 401},
+		{name: "an ID-token caller for someone else", path: "/Users", body: `{"user":"alice@example.com"}`,
+			auth: func(string) map[string]string {
+				return map[string]string{"Authorization": idToken("robot@example.com")}
+			}, validRequest: yes, code: 403},
+		{name: "GET", path: "/Users", method: http.MethodGet, code: 405},
+		{name: "a body over 64 KiB", path: "/Users", body: `{"user":"` + strings.Repeat("a", 70<<10) + `@example.com"}`, validRequest: no, code: 413},
+		{name: "a form body", path: "/Users", ctype: "text/plain", body: "all", code: 415},
+		{name: "a misconfigured instance", path: "/Users", body: `{}`, setup: misconfigured, code: 500},
+		{name: "Secret Manager down at cold start", path: "/Users", body: `{}`, setup: secretManagerDown, code: 503},
+
 		// Disconnect; its success comes last, as it forgets alice.
 		{name: "a user that is no user", path: "/Disconnect", body: `{"user":"alice"}`, validRequest: no, code: 400},
 		{name: "an unknown field", path: "/Disconnect", body: `{"user":"alice@example.com","reason":"x"}`, validRequest: no, code: 400},
@@ -669,8 +685,8 @@ func TestOpenAPIShape(t *testing.T) {
 	if v := get(doc.root, "openapi"); v != "3.1.0" {
 		t.Errorf("openapi: got %v, want 3.1.0", v)
 	}
-	if got := doc.operations(); !slices.Equal(got, []string{"/CreateSpace", "/Disconnect"}) {
-		t.Errorf("paths: got %v, want /CreateSpace and /Disconnect", got)
+	if got := doc.operations(); !slices.Equal(got, []string{"/CreateSpace", "/Disconnect", "/Users"}) {
+		t.Errorf("paths: got %v, want /CreateSpace, /Disconnect and /Users", got)
 	}
 	for _, path := range doc.operations() {
 		if !slices.Contains(registeredNames(), path[1:]) {

@@ -130,3 +130,17 @@ func soleLegacyRecord(recs []*tokenRecord) *tokenRecord {
 	}
 	return recs[0]
 }
+
+// tokenQuery selects a page of records for listTokens.
+type tokenQuery struct {
+	status string // a token record status, or "" for every record
+	after  string // the sub the previous page ended with, or "" for the first page
+	limit  int    // at most this many records, > 0
+}
+
+// withoutTokens is rec with its token fields emptied, for a listing.
+func withoutTokens(rec *tokenRecord) *tokenRecord {
+	c := *rec
+	c.RefreshToken, c.AccessToken = "", ""
+	return &c
+}

@@ -155,6 +155,7 @@ type clientSecrets struct {
 	AuthURI      string   `json:"auth_uri"`
 	TokenURI     string   `json:"token_uri"`
 	RedirectURIs []string `json:"redirect_uris"`
+	Type         string   `json:"-"` // "web" or "installed": the JSON's one property
 }
 
 const clientJSONHint = `expected a JSON object with a single "web" or "installed" property: download the client JSON again from the Google Cloud console`
@@ -186,6 +187,7 @@ func parseClientSecrets(data []byte) (*clientSecrets, error) {
 	if err := json.Unmarshal(raw, &cs); err != nil {
 		return nil, fmt.Errorf("client secrets: %q is not an object of strings: %s", keys[0], clientJSONHint)
 	}
+	cs.Type = keys[0]
 	var missing []string
 	for _, f := range []struct{ name, v string }{
 		{"client_id", cs.ClientID}, {"client_secret", cs.ClientSecret},

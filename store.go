@@ -281,6 +281,45 @@ func (s *firestoreStore) deleteToken(ctx context.Context, sub string, check func
 	return nil
 }
 
+// listedFields are the token record's fields a Firestore listing reads: everything
+// but the tokens and the lease.
+var listedFields = []string{"email", "scopes", "status", "createdAt", "updatedAt", "lastRefreshAt", "lastError", "consentedAt"}
+
+// listTokens reads one page of records in document-id order (tokenStore's
+// rules), projected to listedFields so that no token leaves Firestore.
+// Ordering by document id alone, with at most an equality filter on
+// status, is served by Firestore's automatic single-field indexes, and a
+// cursor on the last id keeps pages stable while records come and go.
+func (s *firestoreStore) listTokens(ctx context.Context, q tokenQuery) ([]*tokenRecord, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	query := s.client.Collection(tokensCollection).Select(listedFields...)
+	if q.status != "" {
+		query = query.Where("status", "==", q.status)
+	}
+	query = query.OrderBy(firestore.DocumentID, firestore.Asc)
+	if q.after != "" {
+		query = query.StartAfter(q.after)
+	}
+	it := query.Limit(q.limit).Documents(ctx)
+	defer it.Stop()
+	var recs []*tokenRecord
+	for {
+		snap, err := it.Next()
+		if errors.Is(err, iterator.Done) {
+			return recs, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("store: list tokens: %w", opErr(ctx, err))
+		}
+		rec, err := decodeToken(snap)
+		if err != nil {
+			return nil, err
+		}
+		recs = append(recs, withoutTokens(rec))
+	}
+}
+
 // txEmail reads an email record in tx, or nil when there is none.
 func txEmail(tx *firestore.Transaction, doc *firestore.DocumentRef) (*emailRecord, error) {
 	snap, err := tx.Get(doc)

@@ -49,6 +49,7 @@ func TestStore(t *testing.T) {
 			t.Run("delete checked", func(t *testing.T) { testDeleteChecked(t, newTestStore(t, kind)) })
 			t.Run("concurrent consents", func(t *testing.T) { testConcurrentConsents(t, newTestStore(t, kind)) })
 			t.Run("concurrent updates", func(t *testing.T) { testConcurrentUpdates(t, newTestStore(t, kind)) })
+			t.Run("list tokens", func(t *testing.T) { testListTokens(t, newTestStore(t, kind)) })
 		})
 	}
 }
@@ -583,5 +584,68 @@ func TestUsedStateLayout(t *testing.T) {
 				t.Errorf("expireAt: got %v, want %v (a timestamp)", got, expireAt)
 			}
 		})
+	}
+}
+
+// testListTokens: pages in byte order of sub, each record once, a status
+// filter, a cursor whose record went away, and no token in any record.
+func testListTokens(t *testing.T, s tokenStore) {
+	ctx := t.Context()
+	if got, err := s.listTokens(ctx, tokenQuery{limit: 10}); err != nil || len(got) != 0 {
+		t.Fatalf("empty store: got %d records, %v; want none", len(got), err)
+	}
+	subs := []string{"3", "10", "2", "111", "1", "25", "200"}
+	for i, sub := range subs {
+		rec := sampleToken(sub, "u"+sub+"@example.com")
+		if i%3 == 0 {
+			rec.Status = tokenNeedsReauth
+		}
+		put(t, s, rec)
+	}
+	want := slices.Clone(subs)
+	slices.Sort(want) // byte order: "1" < "10" < "111" < "2" …
+	list := func(q tokenQuery) []string {
+		t.Helper()
+		recs, err := s.listTokens(ctx, q)
+		if err != nil {
+			t.Fatalf("listTokens(%+v): %v", q, err)
+		}
+		var got []string
+		for _, r := range recs {
+			if r.RefreshToken != "" || r.AccessToken != "" {
+				t.Errorf("listTokens: record %s carries a token", r.Sub)
+			}
+			if r.Email != "u"+r.Sub+"@example.com" || len(r.Scopes) != 2 || r.CreatedAt.IsZero() {
+				t.Errorf("listTokens: record %s lacks its fields: %+v", r.Sub, r)
+			}
+			got = append(got, r.Sub)
+		}
+		return got
+	}
+	var all []string
+	for after := ""; ; {
+		page := list(tokenQuery{after: after, limit: 3})
+		all = append(all, page...)
+		if len(page) < 3 {
+			break
+		}
+		after = page[len(page)-1]
+	}
+	if diff := cmp.Diff(want, all); diff != "" {
+		t.Errorf("pages of 3 (-want +got):\n%s", diff)
+	}
+	if got := list(tokenQuery{status: tokenNeedsReauth, limit: 10}); !slices.Equal(got, []string{"111", "200", "3"}) {
+		t.Errorf("needs_reauth: got %q, want [111 200 3]", got)
+	}
+	if got := list(tokenQuery{status: tokenActive, after: "10", limit: 2}); !slices.Equal(got, []string{"2", "25"}) {
+		t.Errorf("active after 10, 2 of them: got %q, want [2 25]", got)
+	}
+	// The record a page ended with is deleted before the next page: the
+	// next page starts where it would have.
+	if err := s.deleteToken(ctx, "111", nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := list(tokenQuery{after: "111", limit: 10}); !slices.Equal(got, []string{"2", "200", "25", "3"}) {
+		t.Errorf("after a deleted 111: got %q, want [2 200 25 3]", got)
 	}
 }

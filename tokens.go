@@ -367,6 +367,11 @@ func (s *forgettingStore) putConsent(ctx context.Context, sub string, fn func(cu
 	})
 }
 
+// listTokens only reads, and reads no token: the cache is not involved.
+func (s *forgettingStore) listTokens(ctx context.Context, q tokenQuery) ([]*tokenRecord, error) {
+	return s.inner.listTokens(ctx, q)
+}
+
 func (s *forgettingStore) deleteToken(ctx context.Context, sub string, check func(cur *tokenRecord) error) error {
 	s.cache.forget(sub, "")
 	defer s.cache.forget(sub, "")

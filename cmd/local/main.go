@@ -26,6 +26,7 @@
 package main
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -93,14 +94,24 @@ func run(demo bool, host string) error {
 		return err
 	}
 
-	printSteps(base, dataDir, demo)
-	fmt.Print(demoSteps)
-	fmt.Println()
+	// The same checks as chatauth doctor, before serving: a configuration
+	// that cannot work stops here, not at the first request's 500.
+	findings := chatauth.Doctor(context.Background(), os.Getenv)
+	for _, f := range findings {
+		fmt.Fprintln(os.Stderr, f)
+	}
+	if chatauth.HasErrors(findings) {
+		return errors.New("the configuration has the problems above; fix them and start again (chatauth doctor checks without serving)")
+	}
 
 	ln, err := net.Listen("tcp", net.JoinHostPort(host, port))
 	if err != nil {
 		return fmt.Errorf("listen on %s:%s: %w (set PORT to use another port)", host, port, err)
 	}
+	// Only now is the port bound: whoever waits for "serving" can connect.
+	printSteps(base, dataDir, demo)
+	fmt.Print(demoSteps)
+	fmt.Println()
 	return newHTTPServer(chatauth.LocalHandler(), serveTimeouts).Serve(ln)
 }
 
