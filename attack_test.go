@@ -386,6 +386,7 @@ func checkNoOffHostRedirect(t *testing.T, a *attackEnv, resp *http.Response, bod
 // one, with alice connected, and every row compares the stored tokens and
 // the upstream counters before and after.
 func TestAttacks(t *testing.T) {
+	t.Parallel()
 	t.Run("OAuth", func(t *testing.T) {
 		for _, tc := range oauthAttacks() {
 			t.Run(tc.name, func(t *testing.T) {
@@ -396,6 +397,7 @@ func TestAttacks(t *testing.T) {
 	t.Run("identity and replay", func(t *testing.T) {
 		for _, tc := range identityAttacks() {
 			t.Run(tc.name, func(t *testing.T) {
+				t.Parallel()
 				a := newAttackEnv(t)
 				a.connectVictim()
 				runAttack(t, a, tc)
@@ -1118,6 +1120,7 @@ var openRedirects = []string{
 // authorizeUrl's login_hint), and ChatEvents' configCompleteRedirectUrl.
 // None may send the browser off the configured hosts, as JSON or as a page.
 func TestOpenRedirects(t *testing.T) {
+	t.Parallel()
 	a := newAttackEnv(t)
 	started := a.consentCallback(a.victim, aliceEmail)
 	for i, p := range openRedirects {

@@ -140,9 +140,11 @@ func newBrowserEnv(t *testing.T, storeKind string) *testEnv {
 // chatauth answers; and a forged callback opened directly. It saves
 // screenshots under testoutput/<store>/.
 func TestBrowserConsent(t *testing.T) {
+	t.Parallel()
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
 			t.Run("allow", func(t *testing.T) {
+				t.Parallel()
 				e := newBrowserEnv(t, kind)
 				ctx := newChromium(t)
 				openConsentPage(t, ctx, e)
@@ -218,6 +220,7 @@ func TestBrowserConsent(t *testing.T) {
 			})
 
 			t.Run("deny", func(t *testing.T) {
+				t.Parallel()
 				e := newBrowserEnv(t, kind)
 				ctx := newChromium(t)
 				openConsentPage(t, ctx, e)
@@ -246,6 +249,7 @@ func TestBrowserConsent(t *testing.T) {
 			})
 
 			t.Run("forged callback", func(t *testing.T) {
+				t.Parallel()
 				e := newBrowserEnv(t, kind)
 				ctx := newChromium(t)
 				resp, err := chromedp.Run(ctx, chromedp.NavigateResponse(e.base+"/OAuthCallback?code=x&state=forged"))

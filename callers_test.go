@@ -111,6 +111,7 @@ func checkRefused(t *testing.T, err error, status string, hidden ...string) *Err
 }
 
 func TestCallerAuthHMAC(t *testing.T) {
+	t.Parallel()
 	body := []byte(callerBody)
 	now := callerTestNow.Unix()
 	sig := func(secret []byte, dt int64) string { return signatureHeaderValue(secret, now+dt, body) }
@@ -182,6 +183,7 @@ func TestCallerAuthHMAC(t *testing.T) {
 }
 
 func TestCallerAuthHMACMalformed(t *testing.T) {
+	t.Parallel()
 	body := []byte(callerBody)
 	now := callerTestNow.Unix()
 	ts := strconv.FormatInt(now, 10)
@@ -262,6 +264,7 @@ func TestCallerAuthHMACMalformed(t *testing.T) {
 }
 
 func TestCallerAuthCredentials(t *testing.T) {
+	t.Parallel()
 	g := newCallerFake(t)
 	body := []byte(callerBody)
 	now := time.Now()
@@ -299,6 +302,7 @@ func TestCallerAuthCredentials(t *testing.T) {
 }
 
 func TestNewCallerAuthRefusesShortSecrets(t *testing.T) {
+	t.Parallel()
 	for _, s := range [][]byte{nil, {}, []byte("short")} {
 		if _, err := newCallerAuth(context.Background(), [][]byte{callerSecret1, s}, nil, nil, nil, nil); err == nil {
 			t.Errorf("newCallerAuth with a %d-byte secret: got no error, want one", len(s))
@@ -383,6 +387,7 @@ func withPayload(t *testing.T, tok string, claims map[string]any) string {
 }
 
 func TestCallerAuthIDToken(t *testing.T) {
+	t.Parallel()
 	g := newCallerFake(t)
 	other := newCallerFake(t) // a different key, as an attacker's would be
 	now := time.Now()
@@ -526,6 +531,7 @@ func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 func TestCallerAuthIDTokenCachesKeys(t *testing.T) {
+	t.Parallel()
 	g := newCallerFake(t)
 	ct := &countingTransport{base: g.Transport()}
 	a := newTestCallerAuth(t, nil, []string{callerAudience1}, nil, &http.Client{Transport: ct}, time.Now)
@@ -544,6 +550,7 @@ func TestCallerAuthIDTokenCachesKeys(t *testing.T) {
 // Google's keys is answered as UNAVAILABLE, not as a bad token, and that
 // nothing is accepted meanwhile.
 func TestCallerAuthIDTokenKeysUnavailable(t *testing.T) {
+	t.Parallel()
 	g := newCallerFake(t)
 	tok := g.MintIDToken(callerClaims(time.Now(), nil))
 	failing := map[string]http.RoundTripper{
@@ -584,6 +591,7 @@ type roundTripperFunc func(*http.Request) (*http.Response, error)
 func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 func TestCallerActAs(t *testing.T) {
+	t.Parallel()
 	hmacCaller := &caller{method: callerHMAC, trusted: true}
 	trusted := &caller{method: callerIDToken, email: "scheduler@example.iam.gserviceaccount.com", sub: "5", trusted: true}
 	robot := &caller{method: callerIDToken, email: "robot@example.com", sub: "77"}
@@ -659,6 +667,7 @@ func BenchmarkVerifyHMAC(b *testing.B) {
 // the first secret of the file, and a file the function would refuse is
 // refused without quoting it.
 func TestSignBody(t *testing.T) {
+	t.Parallel()
 	file := []byte("\n  " + string(callerSecret1) + "  \n" + string(callerSecret2) + "\n")
 	body := []byte(`{"user":"alice@example.com"}`)
 	sig, err := SignBody(file, body, callerTestNow)

@@ -238,9 +238,11 @@ func (c *chatEnv) consentAt(b *browser, startURL string) (*http.Response, string
 // as the user, with the people mentioned; a redelivery creates nothing
 // more.
 func TestChatEventsConsentLoop(t *testing.T) {
+	t.Parallel()
 	for i, kind := range storeKinds {
 		mode := chatModes[i%len(chatModes)]
 		t.Run(kind+"/"+mode, func(t *testing.T) {
+			t.Parallel()
 			c := newChatEnv(t, kind, mode)
 			msg := chatMsg{text: "/createspace Launch review @Bob @Carol Ng", slash: createCommandID, mentions: []mention{bob, carol}}
 
@@ -289,6 +291,7 @@ func TestChatEventsConsentLoop(t *testing.T) {
 // must sign in as the Chat user it was made for; another account is
 // refused and nothing is stored, for either account.
 func TestChatEventsConsentByAnotherAccount(t *testing.T) {
+	t.Parallel()
 	c := newChatEnv(t, storeLocal, chatAudienceEndpoint)
 	bobUser := c.google.AddUser(fakegoogle.User{Email: "bob@example.com", EmailVerified: true})
 
@@ -330,6 +333,7 @@ func TestChatEventsConsentByAnotherAccount(t *testing.T) {
 // back only to https://chat.google.com/…; any other configCompleteRedirectUrl
 // gets the ordinary success page, and the consent itself still counts.
 func TestChatRedirectAllowList(t *testing.T) {
+	t.Parallel()
 	c := newChatEnv(t, storeLocal, chatAudienceProject)
 	for _, tc := range []struct {
 		redirect string
@@ -377,6 +381,7 @@ func TestChatRedirectAllowList(t *testing.T) {
 // was altered, forged, made by another deployment, or has expired, before
 // anything is stored or any cookie set.
 func TestChatTicketRefused(t *testing.T) {
+	t.Parallel()
 	c := newChatEnv(t, storeLocal, chatAudienceEndpoint)
 	start := c.send(chatMsg{text: "create space Tickets"}).configURL(t)
 	ticket := strings.TrimPrefix(start, c.base+"/OAuthStart?ticket=")
@@ -436,8 +441,10 @@ func TestChatTicketRefused(t *testing.T) {
 // token for the configured audience is 401, and nothing else happens: no
 // Chat call, no space, no prompt.
 func TestChatEventsUnauthenticated(t *testing.T) {
+	t.Parallel()
 	for _, mode := range chatModes {
 		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
 			c := newChatEnv(t, storeLocal, mode)
 			c.connect()
 			otherMode := &chatEnv{testEnv: c.testEnv, app: c.app, mode: chatAudienceProject}
@@ -559,6 +566,7 @@ func jwtPart(v map[string]any) string {
 // answered 503 and not kept; a rotated key is fetched again; a key id Chat
 // does not publish makes at most one fetch a minute.
 func TestChatCertsCache(t *testing.T) {
+	t.Parallel()
 	c := newChatEnv(t, storeLocal, chatAudienceProject)
 	c.app.FailCerts(http.StatusServiceUnavailable, 1)
 	msg := chatMsg{typ: "ADDED_TO_SPACE"}.json()
@@ -612,6 +620,7 @@ func TestChatCertsCache(t *testing.T) {
 // TestChatEventsCommands: every event and command gets 200 with a Chat
 // answer, and every failure a user can cause is explained in Chat.
 func TestChatEventsCommands(t *testing.T) {
+	t.Parallel()
 	c := newChatEnv(t, storeLocal, chatAudienceEndpoint, func(o *serverOptions) { o.chatDeadline = 2 * time.Second })
 	c.connect()
 	created := func(t *testing.T, a chatAnswer, name string) fakegoogle.Space {
@@ -755,6 +764,7 @@ func TestChatEventsCommands(t *testing.T) {
 // TestChatEventsNotConfigured: without CHAT_AUDIENCE_TYPE ChatEvents is
 // 404 with a message naming the variables, even for a signed event.
 func TestChatEventsNotConfigured(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, storeLocal)
 	app, _ := fakegoogle.NewChatApp(e.google)
 	tok := app.EndpointToken(chatEndpointURL, nil)
@@ -771,6 +781,7 @@ func TestChatEventsNotConfigured(t *testing.T) {
 
 // TestChatEventsRequest: the method and body are checked, after the token.
 func TestChatEventsRequest(t *testing.T) {
+	t.Parallel()
 	c := newChatEnv(t, storeLocal, chatAudienceEndpoint)
 	auth := map[string]string{"Authorization": "Bearer " + c.token(nil)}
 	req, _ := http.NewRequest(http.MethodGet, c.base+"/ChatEvents", nil)
@@ -791,6 +802,7 @@ func TestChatEventsRequest(t *testing.T) {
 
 // TestChatConfig: the audience variables are validated together.
 func TestChatConfig(t *testing.T) {
+	t.Parallel()
 	base := map[string]string{
 		"GOOGLE_CLOUD_PROJECT": "p", "CLIENT_SECRETS": "c.json", "WEBHOOK_SECRETS": "w", "TOKEN_KEYSET": "k.json",
 		"REDIRECT_URL": "https://r-p.cloudfunctions.net/OAuthCallback", "PUBLIC_URL": "https://r-p.cloudfunctions.net",
@@ -830,6 +842,7 @@ func TestChatConfig(t *testing.T) {
 // TestMentionText: mention indices are read as UTF-16 units, as
 // characters, or fall back to the display name.
 func TestMentionText(t *testing.T) {
+	t.Parallel()
 	ann := func(start, n int, display string) chatAnnotation {
 		a := chatAnnotation{Type: "USER_MENTION", StartIndex: flexInt(start), Length: flexInt(n)}
 		a.UserMention = &struct {

@@ -26,6 +26,7 @@ func envMap(m map[string]string) func(string) string {
 
 // TestConfigMissing: one error names every missing variable.
 func TestConfigMissing(t *testing.T) {
+	t.Parallel()
 	_, err := loadConfig(envMap(nil))
 	var ce *ConfigError
 	if !errors.As(err, &ce) {
@@ -39,6 +40,7 @@ func TestConfigMissing(t *testing.T) {
 }
 
 func TestConfig(t *testing.T) {
+	t.Parallel()
 	valid := map[string]string{
 		"GOOGLE_CLOUD_PROJECT": "p",
 		"CLIENT_SECRETS":       "projects/p/secrets/client/versions/latest",
@@ -113,6 +115,7 @@ func TestConfig(t *testing.T) {
 // TestClientSecrets covers the client JSON's accepted shapes and the
 // errors for the others, which must never quote the secret.
 func TestClientSecrets(t *testing.T) {
+	t.Parallel()
 	g, err := fakegoogle.New(fakegoogle.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -146,6 +149,7 @@ func TestClientSecrets(t *testing.T) {
 }
 
 func TestWebhookSecrets(t *testing.T) {
+	t.Parallel()
 	got, err := parseWebhookSecrets([]byte("\n  0123456789abcdef0123  \n\nfedcba9876543210fedc\n"))
 	if err != nil || len(got) != 2 || string(got[0]) != "0123456789abcdef0123" {
 		t.Errorf("two secrets: got %q, %v", got, err)
@@ -162,12 +166,14 @@ func TestWebhookSecrets(t *testing.T) {
 // while the service is down requests get 503, and the first request after
 // it is back succeeds on the same instance.
 func TestSecretManager(t *testing.T) {
+	t.Parallel()
 	sm, err := fakesecretmanager.Start()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sm.Close()
-	base := startFramework(t)
+	inst := &instance{log: newLogger(&syncBuffer{})}
+	base := serveInstance(t, inst)
 	g, err := fakegoogle.New(fakegoogle.Options{AutoConsent: true, RedirectURIs: []string{base + "/OAuthCallback"}})
 	if err != nil {
 		t.Fatal(err)
@@ -199,15 +205,11 @@ func TestSecretManager(t *testing.T) {
 	})
 
 	t.Run("cold start retried", func(t *testing.T) {
-		inst := &instance{log: newLogger(&syncBuffer{}), build: func(ctx context.Context) (*server, error) {
+		inst.build = func(ctx context.Context) (*server, error) {
 			return newServer(ctx, cfg, serverOptions{secretManager: sm.ClientOptions(), secretWait: time.Second})
-		}}
-		defaultInstance.srv.Store(nil)
-		old := defaultInstance.build
-		defaultInstance.build = inst.build
+		}
 		t.Cleanup(func() {
-			defaultInstance.build = old
-			if s := defaultInstance.srv.Swap(nil); s != nil {
+			if s := inst.srv.Swap(nil); s != nil {
 				s.close()
 			}
 		})
@@ -308,6 +310,7 @@ func TestSecretReaderNeverLogsSecrets(t *testing.T) {
 // JSON) must close it; otherwise the embedded store's file lock would make
 // every later try fail, and the instance would keep its failure.
 func TestFailedBuildReleasesStore(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, storeLocal)
 	e.srv.close() // the embedded store admits one holder
 	good, err := os.ReadFile(e.cfg.ClientSecrets)

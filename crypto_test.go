@@ -91,6 +91,7 @@ func checkNoLeak(t *testing.T, what, text string, secrets ...string) {
 }
 
 func TestTokenCipher(t *testing.T) {
+	t.Parallel()
 	c := newTestCipher(t)
 	const token = "1//0gLongRefreshTokenValue-abc_DEF"
 
@@ -177,6 +178,7 @@ func TestTokenCipher(t *testing.T) {
 }
 
 func TestGenerateKeyset(t *testing.T) {
+	t.Parallel()
 	k1, err := generateKeyset()
 	if err != nil {
 		t.Fatal(err)
@@ -203,6 +205,7 @@ func TestGenerateKeyset(t *testing.T) {
 }
 
 func TestNewTokenCipherBadKeyset(t *testing.T) {
+	t.Parallel()
 	good, err := generateKeyset()
 	if err != nil {
 		t.Fatal(err)
@@ -282,20 +285,21 @@ func TestNewTokenCipherBadKeyset(t *testing.T) {
 // TestEncryptedStore runs the shared store test through the encrypting
 // decorator, and checks what reaches the inner store.
 func TestEncryptedStore(t *testing.T) {
+	t.Parallel()
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
 			wrap := func(t *testing.T) tokenStore {
 				return newEncryptedStore(newTestStore(t, kind), newTestCipher(t))
 			}
-			t.Run("shared: token round trip", func(t *testing.T) { testTokenRoundTrip(t, wrap(t)) })
-			t.Run("shared: update merges", func(t *testing.T) { testUpdateMerges(t, wrap(t)) })
-			t.Run("shared: lookup by email", func(t *testing.T) { testLookupByEmail(t, wrap(t)) })
-			t.Run("shared: state used once", func(t *testing.T) { testStateUsedOnce(t, wrap(t)) })
-			t.Run("shared: records from before email records", func(t *testing.T) { testLegacyRecords(t, wrap(t)) })
-			t.Run("shared: delete checked", func(t *testing.T) { testDeleteChecked(t, wrap(t)) })
-			t.Run("shared: concurrent consents", func(t *testing.T) { testConcurrentConsents(t, wrap(t)) })
-			t.Run("shared: concurrent updates", func(t *testing.T) { testConcurrentUpdates(t, wrap(t)) })
-			t.Run("shared: list tokens", func(t *testing.T) { testListTokens(t, wrap(t)) })
+			t.Run("shared: token round trip", func(t *testing.T) { t.Parallel(); testTokenRoundTrip(t, wrap(t)) })
+			t.Run("shared: update merges", func(t *testing.T) { t.Parallel(); testUpdateMerges(t, wrap(t)) })
+			t.Run("shared: lookup by email", func(t *testing.T) { t.Parallel(); testLookupByEmail(t, wrap(t)) })
+			t.Run("shared: state used once", func(t *testing.T) { t.Parallel(); testStateUsedOnce(t, wrap(t)) })
+			t.Run("shared: records from before email records", func(t *testing.T) { t.Parallel(); testLegacyRecords(t, wrap(t)) })
+			t.Run("shared: delete checked", func(t *testing.T) { t.Parallel(); testDeleteChecked(t, wrap(t)) })
+			t.Run("shared: concurrent consents", func(t *testing.T) { t.Parallel(); testConcurrentConsents(t, wrap(t)) })
+			t.Run("shared: concurrent updates", func(t *testing.T) { t.Parallel(); testConcurrentUpdates(t, wrap(t)) })
+			t.Run("shared: list tokens", func(t *testing.T) { t.Parallel(); testListTokens(t, wrap(t)) })
 			t.Run("at rest", func(t *testing.T) { testEncryptedAtRest(t, kind) })
 			t.Run("copied ciphertext", func(t *testing.T) { testCopiedCiphertext(t, kind) })
 		})
@@ -465,6 +469,7 @@ func testCopiedCiphertext(t *testing.T, kind string) {
 }
 
 func TestKeyRotation(t *testing.T) {
+	t.Parallel()
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
 			ctx := t.Context()
@@ -539,6 +544,7 @@ func TestKeyRotation(t *testing.T) {
 }
 
 func TestPlaintextRecords(t *testing.T) {
+	t.Parallel()
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
 			ctx := t.Context()

@@ -143,8 +143,10 @@ func errorMessage(t *testing.T, body string) string {
 // own service account got through signJwt and the JWT-bearer grant,
 // carrying only chat.spaces.create. Nothing is stored.
 func TestDelegationKeyless(t *testing.T) {
+	t.Parallel()
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
 			d := newDelegationEnv(t, kind, credentialDelegation, true)
 			g := d.google
 			sp := d.created(t, "Alice@Example.com", "Onboarding Alice")
@@ -170,6 +172,7 @@ func TestDelegationKeyless(t *testing.T) {
 // TestDelegationWithKey: DELEGATION_KEY, the fallback, signs the assertion
 // itself; signJwt is never called.
 func TestDelegationWithKey(t *testing.T) {
+	t.Parallel()
 	d := newDelegationEnv(t, storeLocal, credentialDelegation, false)
 	g := d.google
 	sp := d.created(t, bobEmail, "Onboarding Bob")
@@ -187,6 +190,7 @@ func TestDelegationWithKey(t *testing.T) {
 // TestDelegationAllowList: only users named by email, in DELEGATED_DOMAINS,
 // are delegated; nothing is asked of Google for the others.
 func TestDelegationAllowList(t *testing.T) {
+	t.Parallel()
 	d := newDelegationEnv(t, storeLocal, credentialDelegation, true)
 	g := d.google
 	for _, tc := range []struct {
@@ -216,6 +220,7 @@ func TestDelegationAllowList(t *testing.T) {
 // later requests reuse it until shortly before it expires; a token Chat
 // refuses is replaced once.
 func TestDelegationCache(t *testing.T) {
+	t.Parallel()
 	d := newDelegationEnv(t, storeLocal, credentialDelegation, true)
 	g := d.google
 	// Slow Google down so that the requests overlap the first mint.
@@ -272,8 +277,10 @@ func TestDelegationCache(t *testing.T) {
 // TestDelegationErrors: each refusal is answered with what to do about it,
 // and a failure is not cached.
 func TestDelegationErrors(t *testing.T) {
+	t.Parallel()
 	for _, keyless := range []bool{true, false} {
 		t.Run(fmt.Sprintf("keyless=%v", keyless), func(t *testing.T) {
+			t.Parallel()
 			d := newDelegationEnv(t, storeLocal, credentialDelegation, keyless)
 			g := d.google
 
@@ -319,6 +326,7 @@ func TestDelegationErrors(t *testing.T) {
 	}
 
 	t.Run("signJwt denied", func(t *testing.T) {
+		t.Parallel()
 		d := newDelegationEnv(t, storeLocal, credentialDelegation, true)
 		d.google.DenySignJwt(delegationSA, true)
 		code, body := d.create(aliceEmail, "Cannot sign")
@@ -335,6 +343,7 @@ func TestDelegationErrors(t *testing.T) {
 // TestCredentialSources: which source serves a request is the operator's
 // choice, never a fallback.
 func TestCredentialSources(t *testing.T) {
+	t.Parallel()
 	t.Run("consent (delegation off)", func(t *testing.T) {
 		// The fake would delegate, but the function is not configured to.
 		d := newDelegationEnv(t, storeLocal, credentialDelegation, true)
@@ -361,6 +370,7 @@ func TestCredentialSources(t *testing.T) {
 	t.Run(credentialConsentFirst, func(t *testing.T) {
 		for _, kind := range storeKinds {
 			t.Run(kind, func(t *testing.T) {
+				t.Parallel()
 				d := newDelegationEnv(t, kind, credentialConsentFirst, true)
 				g := d.google
 				rec := d.connect()
@@ -396,6 +406,7 @@ func TestCredentialSources(t *testing.T) {
 	})
 
 	t.Run(credentialDelegationFirst, func(t *testing.T) {
+		t.Parallel()
 		d := newDelegationEnv(t, storeLocal, credentialDelegationFirst, true)
 		g := d.google
 		rec := d.connect()
@@ -423,6 +434,7 @@ func TestCredentialSources(t *testing.T) {
 // TestDelegationChatEvents: a /createspace from a Chat user who never
 // consented creates the space as them, delegated by the email Chat sends.
 func TestDelegationChatEvents(t *testing.T) {
+	t.Parallel()
 	c := newChatEnv(t, storeLocal, chatAudienceEndpoint)
 	g := c.google
 	sa, err := g.AddServiceAccount(fakegoogle.ServiceAccount{Email: delegationSA})
@@ -452,6 +464,7 @@ func TestDelegationChatEvents(t *testing.T) {
 // TestDelegationConfig: the settings are checked together, and every
 // problem is named.
 func TestDelegationConfig(t *testing.T) {
+	t.Parallel()
 	base := map[string]string{
 		"GOOGLE_CLOUD_PROJECT": "p",
 		"CLIENT_SECRETS":       "projects/p/secrets/client/versions/latest",
@@ -516,6 +529,7 @@ func TestDelegationConfig(t *testing.T) {
 // TestDelegationKeyRefused: a DELEGATION_KEY that is not a service
 // account's key fails the build with an error that quotes none of it.
 func TestDelegationKeyRefused(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, storeLocal)
 	for name, content := range map[string]string{
 		"not JSON":       "-----BEGIN PRIVATE KEY-----\nsecretish\n-----END PRIVATE KEY-----\n",

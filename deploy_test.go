@@ -768,6 +768,7 @@ func registeredNames() []string {
 // TestCloudBuild checks the real cloudbuild.yaml and cloudbuild-test.yaml
 // against the registered functions.
 func TestCloudBuild(t *testing.T) {
+	t.Parallel()
 	data, testData := readBuildFiles(t)
 	for _, p := range checkCloudBuild(data, testData, registeredNames(), goMinor(t)) {
 		t.Error(p)
@@ -819,6 +820,7 @@ func dropStep(file, id string) string {
 // TestCloudBuildChecks shows that each check catches what it is for, on
 // the real files with one thing broken.
 func TestCloudBuildChecks(t *testing.T) {
+	t.Parallel()
 	data, testData := readBuildFiles(t)
 	orig, origTest := string(data), string(testData)
 	names := registeredNames()
@@ -945,6 +947,7 @@ func TestCloudBuildChecks(t *testing.T) {
 // the pins the README's command gives and refuses each bad one before
 // anything is deployed, without running what a value holds.
 func TestCheckStep(t *testing.T) {
+	t.Parallel()
 	data, _ := readBuildFiles(t)
 	cb, err := parseBuild(data)
 	if err != nil {
@@ -1040,6 +1043,7 @@ esac
 // ChatEvents need no webhook secret; every other function, and an
 // instance serving all of them, still does.
 func TestCallerFreeFunctions(t *testing.T) {
+	t.Parallel()
 	env := map[string]string{
 		"GOOGLE_CLOUD_PROJECT": "p",
 		"CLIENT_SECRETS":       "projects/p/secrets/client/versions/3",
@@ -1061,6 +1065,7 @@ func TestCallerFreeFunctions(t *testing.T) {
 
 // TestGcloudDict pins the gcloud dictionary syntax the checks parse.
 func TestGcloudDict(t *testing.T) {
+	t.Parallel()
 	for in, want := range map[string]map[string]string{
 		"A=1,B=2":     {"A": "1", "B": "2"},
 		"^|^A=x,y|B=": {"A": "x,y", "B": ""},

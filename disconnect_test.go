@@ -6,8 +6,10 @@ import (
 )
 
 func TestDisconnect(t *testing.T) {
+	t.Parallel()
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
 			e := newTestEnv(t, kind)
 			rec := e.connect()
 			code, body := e.signed("Disconnect", `{"user":"alice@example.com"}`)
@@ -30,6 +32,7 @@ func TestDisconnect(t *testing.T) {
 }
 
 func TestDisconnectFailures(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, storeLocal)
 	e.connect()
 

@@ -45,6 +45,7 @@ func doctorFiles(t *testing.T) (map[string]string, *fakegoogle.Server) {
 // TestDoctor provokes every finding doctor makes, one at a time, from a
 // configuration that has none, and checks that no finding quotes a secret.
 func TestDoctor(t *testing.T) {
+	t.Parallel()
 	good, g := doctorFiles(t)
 	if got := diagnose(t.Context(), envMap(good), doctorOptions{}); len(got) != 0 {
 		t.Fatalf("a working configuration: got findings %v, want none", got)
@@ -128,16 +129,17 @@ func TestDoctor(t *testing.T) {
 // TestDoctorFirestore: doctor's store check on Firestore, through the
 // emulator, and on a Firestore that does not answer.
 func TestDoctorFirestore(t *testing.T) {
-	needFirestore(t)
+	t.Parallel()
+	project := needFirestore(t)
 	env, _ := doctorFiles(t)
-	env["STORE"], env["GOOGLE_CLOUD_PROJECT"] = "firestore", testProject
+	env["STORE"], env["GOOGLE_CLOUD_PROJECT"] = "firestore", project
 	if got := diagnose(t.Context(), envMap(env), doctorOptions{}); len(got) != 0 {
 		t.Errorf("Firestore through the emulator: got %v, want no findings", got)
 	}
 	ln := httptest.NewServer(http.NotFoundHandler())
 	ln.Close() // a port nothing answers on
-	t.Setenv("FIRESTORE_EMULATOR_HOST", strings.TrimPrefix(ln.URL, "http://"))
-	got := diagnose(t.Context(), envMap(env), doctorOptions{storeWait: 2 * time.Second})
+	got := diagnose(t.Context(), envMap(env), doctorOptions{storeWait: 2 * time.Second,
+		firestore: dialEmulator(t, strings.TrimPrefix(ln.URL, "http://"))})
 	if len(got) != 1 || got[0].Setting != "STORE" || !strings.Contains(got[0].Problem, "does not answer") || !strings.Contains(got[0].Fix, "roles/datastore.user") {
 		t.Errorf("Firestore unreachable: got %v, want one STORE finding", got)
 	}
@@ -146,6 +148,7 @@ func TestDoctorFirestore(t *testing.T) {
 // TestDeployedLogsFindings: a deployed instance logs the checks that need
 // no call once, at its first request, and no more.
 func TestDeployedLogsFindings(t *testing.T) {
+	t.Parallel()
 	var logs bytes.Buffer
 	s := &server{log: newLogger(&logs), cfg: Config{Deployed: true, PublicURL: "https://r-p.cloudfunctions.net",
 		RedirectURL: "https://r-p.cloudfunctions.net/OAuthCallback"},
@@ -179,6 +182,7 @@ func TestDeployedLogsFindings(t *testing.T) {
 // TestDoctorKMS: a KMS-wrapped TOKEN_KEYSET is unwrapped by doctor; the
 // wrong key is a TOKEN_KEYSET error naming the KMS fix, quoting no key.
 func TestDoctorKMS(t *testing.T) {
+	t.Parallel()
 	g, opts := kmsFake(t)
 	uri := g.AddKMSKey(kmsTestKey)
 	otherURI := g.AddKMSKey(kmsOtherKey)

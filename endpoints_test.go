@@ -34,6 +34,7 @@ func hostileEndpoints(google string) []string {
 // OAUTH_REVOKE_URL and IAM_CREDENTIALS_ENDPOINT must be Google's; the
 // error names the variable. Undeployed, a local fake is accepted.
 func TestDeployedEndpointOverrides(t *testing.T) {
+	t.Parallel()
 	deployed := map[string]string{
 		"GOOGLE_CLOUD_PROJECT": "p",
 		"CLIENT_SECRETS":       "projects/p/secrets/client/versions/3",
@@ -107,6 +108,7 @@ func googleClientJSON(t *testing.T, e *testEnv, authURI, tokenURI string) []byte
 // the field and never quotes the client secret. Every endpoint Google's
 // client files have named is accepted.
 func TestDeployedClientEndpoints(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, storeLocal)
 	e.srv.close() // the embedded store admits one holder
 	build := func(client []byte, deployed bool) error {
@@ -175,6 +177,7 @@ func TestDeployedClientEndpoints(t *testing.T) {
 // TestDeployedDelegationKeyEndpoint: deployed, a DELEGATION_KEY whose
 // token_uri is not Google's is refused, naming it; Google's is accepted.
 func TestDeployedDelegationKeyEndpoint(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, storeLocal)
 	if _, err := e.google.AddServiceAccount(fakegoogle.ServiceAccount{Email: delegationSA}); err != nil {
 		t.Fatal(err)

@@ -143,6 +143,7 @@ func appsScriptSignature(secret, t, body string) string {
 }
 
 func TestAppsScriptManifest(t *testing.T) {
+	t.Parallel()
 	var m struct {
 		RuntimeVersion string   `json:"runtimeVersion"`
 		OAuthScopes    []string `json:"oauthScopes"`
@@ -169,6 +170,7 @@ func TestAppsScriptManifest(t *testing.T) {
 
 // TestAppsScriptHex shows why toHex masks and pads, on every byte value.
 func TestAppsScriptHex(t *testing.T) {
+	t.Parallel()
 	mustContain(t, appsScriptPath, readExample(t, appsScriptPath),
 		`return bytes.map(function (b) { return ('0' + (b & 0xff).toString(16)).slice(-2); }).join('');`)
 	for v := 0; v < 256; v++ {
@@ -190,6 +192,7 @@ func TestAppsScriptHex(t *testing.T) {
 // CreateSpace, which must accept it and create the space with the text as
 // typed in the form.
 func TestAppsScriptSignatureVerifies(t *testing.T) {
+	t.Parallel()
 	code := readExample(t, appsScriptPath)
 	mustContain(t, appsScriptPath, code,
 		`var mac = Utilities.computeHmacSha256Signature(t + '.' + body, secret, Utilities.Charset.UTF_8);`,
@@ -289,6 +292,7 @@ try {
 // TestAppsScriptUnderNode runs the form trigger of Code.gs itself, both
 // variants, against CreateSpace.
 func TestAppsScriptUnderNode(t *testing.T) {
+	t.Parallel()
 	node, err := exec.LookPath("node")
 	if err != nil {
 		if os.Getenv("CI") == "true" {
@@ -374,6 +378,7 @@ func TestAppsScriptUnderNode(t *testing.T) {
 
 // TestCurlExample runs examples/curl/create-space.sh against CreateSpace.
 func TestCurlExample(t *testing.T) {
+	t.Parallel()
 	for _, tool := range []string{"bash", "curl", "openssl"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			msg := tool + " is not installed; the curl example needs it"
@@ -444,6 +449,7 @@ func TestCurlExample(t *testing.T) {
 
 // TestExamplesHoldNoSecrets scans every example for secret values.
 func TestExamplesHoldNoSecrets(t *testing.T) {
+	t.Parallel()
 	err := filepath.WalkDir("examples", func(path string, d os.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err

@@ -16,9 +16,11 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/api/option"
 
 	"github.com/chatauth/chatauth/internal/fakegoogle"
 	"github.com/chatauth/chatauth/internal/fakesecretmanager"
+	"github.com/chatauth/chatauth/internal/fsemulator"
 )
 
 // This file injects the faults of a bad day: each test names the
@@ -35,6 +37,54 @@ func firestoreOf(t *testing.T, s tokenStore) *firestoreStore {
 }
 
 // spaceRequest is a CreateSpace body with a requestId.
+// privateEmulator starts a Firestore emulator for the test alone, for a
+// test that takes Firestore away while the shared emulator serves the
+// tests running beside it; it stops when the test ends. dial returns the
+// client options that reach it (dialEmulator).
+func privateEmulator(t *testing.T) (em *fsemulator.Emulator, dial func() []option.ClientOption) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	em, err := fsemulator.Start(ctx)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("start an emulator of the test's own: %v", err)
+		}
+		t.Skipf("start an emulator of the test's own: %v", err)
+	}
+	t.Cleanup(func() { em.Stop() })
+	dial = func() []option.ClientOption { return dialEmulator(t, em.Host()) }
+	warmEmulator(t, dial())
+	return em, dial
+}
+
+// warmEmulator makes the writes and reads a consent makes on a project of
+// their own, with no bound but the test's. A newly started emulator
+// answers its first transactions slowly while its JVM warms up; the tests
+// that bound their store tightly are not about that.
+func warmEmulator(t *testing.T, opts []option.ClientOption) {
+	t.Helper()
+	st, err := openFirestore(t.Context(), testProject+"-warm", "(default)", patientTimeout, opts...)
+	if err != nil {
+		t.Fatalf("open the emulator: %v", err)
+	}
+	defer st.close()
+	for i := range 5 {
+		sub := fmt.Sprint("warm-", i)
+		if err := st.putConsent(t.Context(), sub, func(*tokenRecord) (*tokenRecord, error) {
+			return &tokenRecord{Sub: sub, Email: sub + "@example.com", RefreshToken: "r"}, nil
+		}); err != nil {
+			t.Fatalf("warm the emulator: %v", err)
+		}
+		if err := st.markStateUsed(t.Context(), sub, time.Now().Add(time.Minute)); err != nil {
+			t.Fatalf("warm the emulator: %v", err)
+		}
+		if _, err := st.tokenByEmail(t.Context(), sub+"@example.com"); err != nil {
+			t.Fatalf("warm the emulator: %v", err)
+		}
+	}
+}
+
 func spaceRequest(name, requestID string) string {
 	return fmt.Sprintf(`{"user":"alice@example.com","displayName":%q,"requestId":%q}`, name, requestID)
 }
@@ -70,16 +120,15 @@ func timed(f func()) time.Duration {
 // completes, and the refused request, retried with its requestId, creates
 // the space once.
 //
-// The test binary shares one emulator, so this test restarts it before it
-// returns, whatever happens.
+// The emulator it stops is its own, so the tests running beside it keep
+// theirs.
 func TestFaultFirestoreOutage(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, storeFirestore)
-	if emulator == nil {
-		t.Skip("FIRESTORE_EMULATOR_HOST names an emulator this test cannot stop")
-	}
+	emulator, dial := privateEmulator(t)
 	// A cache bound of a minute, so that the cached create below cannot
 	// outlive it on a slow machine.
-	e.restart(func(o *serverOptions) { o.tokenCacheTTL = time.Minute })
+	e.restart(func(o *serverOptions) { o.tokenCacheTTL = time.Minute; o.firestore = dial() })
 	const bound = 2 * time.Second
 	firestoreOf(t, e.srv.store).timeout = bound
 	e.connect()
@@ -89,19 +138,9 @@ func TestFaultFirestoreOutage(t *testing.T) {
 	pending := newBrowser(t)
 	callback := e.startConsent(pending, aliceEmail) // a consent under way when Firestore goes
 
-	stopped := true
 	if err := emulator.Stop(); err != nil {
 		t.Fatalf("stop the emulator: %v", err)
 	}
-	t.Cleanup(func() {
-		if stopped {
-			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-			defer cancel()
-			if err := emulator.Restart(ctx); err != nil {
-				t.Errorf("restart the emulator: %v", err)
-			}
-		}
-	})
 
 	// A user this instance served within the token cache's bound is
 	// served again without the store.
@@ -169,7 +208,6 @@ func TestFaultFirestoreOutage(t *testing.T) {
 	if err := emulator.Restart(ctx); err != nil {
 		t.Fatalf("restart the emulator: %v", err)
 	}
-	stopped = false
 	t.Logf("the emulator was back after %v", time.Since(down).Round(time.Millisecond))
 
 	// The same instance recovers: poll a store read (CreateSpace for a
@@ -219,25 +257,15 @@ func TestFaultFirestoreOutage(t *testing.T) {
 // and the store write fails. The answer is 503 with Retry-After, and no
 // record — partial or whole — exists for the user afterwards.
 func TestFaultFirestoreLostMidCallback(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, storeFirestore)
-	if emulator == nil {
-		t.Skip("FIRESTORE_EMULATOR_HOST names an emulator this test cannot stop")
-	}
+	emulator, dial := privateEmulator(t)
+	e.restart(func(o *serverOptions) { o.firestore = dial() })
 	firestoreOf(t, e.srv.store).timeout = 2 * time.Second
 	b := newBrowser(t)
 	callback := e.startConsent(b, aliceEmail)
 	e.google.SetTokenLatency(time.Second)
 
-	stopped := false
-	t.Cleanup(func() {
-		if stopped {
-			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-			defer cancel()
-			if err := emulator.Restart(ctx); err != nil {
-				t.Errorf("restart the emulator: %v", err)
-			}
-		}
-	})
 	done := make(chan struct{})
 	var (
 		resp *http.Response
@@ -252,12 +280,17 @@ func TestFaultFirestoreLostMidCallback(t *testing.T) {
 		resp, rerr = noRedirects.Do(req)
 	}()
 	// Wait until the exchange is under way, then pull Firestore away.
-	for deadline := time.Now().Add(5 * time.Second); e.google.ExchangeCalls() == 0; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the callback never reached the token endpoint")
+	for e.google.ExchangeCalls() == 0 {
+		select {
+		case <-done:
+			if rerr != nil {
+				t.Fatalf("callback: %v", rerr)
+			}
+			out, _ := io.ReadAll(resp.Body)
+			t.Fatalf("the callback answered %d before it reached the token endpoint: %s", resp.StatusCode, out)
+		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	stopped = true
 	if err := emulator.Stop(); err != nil {
 		t.Fatalf("stop the emulator: %v", err)
 	}
@@ -276,7 +309,6 @@ func TestFaultFirestoreLostMidCallback(t *testing.T) {
 	if err := emulator.Restart(ctx); err != nil {
 		t.Fatalf("restart the emulator: %v", err)
 	}
-	stopped = false
 	e.google.SetTokenLatency(0)
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 		_, err := e.srv.store.getToken(context.Background(), aliceSub)
@@ -299,6 +331,7 @@ func TestFaultFirestoreLostMidCallback(t *testing.T) {
 // requestId) succeeds, creating the space once, with the consent stored
 // before the cold start.
 func TestFaultSecretManagerColdStart(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, storeLocal)
 	e.connect()
 	stored := rawTokens(t, e.srv.store)
@@ -321,9 +354,8 @@ func TestFaultSecretManagerColdStart(t *testing.T) {
 	cfg.WebhookSecrets = sm.Put("projects/p/secrets/webhook", read(e.cfg.WebhookSecrets))
 	cfg.TokenKeyset = sm.Put("projects/p/secrets/keyset", read(e.cfg.TokenKeyset))
 
-	old := defaultInstance.build
-	defaultInstance.srv.Store(nil)
-	defaultInstance.build = func(ctx context.Context) (*server, error) {
+	e.inst.srv.Store(nil)
+	e.inst.build = func(ctx context.Context) (*server, error) {
 		s, err := newServer(ctx, cfg, serverOptions{secretManager: sm.ClientOptions(), secretWait: time.Second,
 			now: e.clock.Now, logger: newLogger(e.logs), certsClient: e.google.HTTPClient()})
 		if err == nil {
@@ -332,8 +364,7 @@ func TestFaultSecretManagerColdStart(t *testing.T) {
 		return s, err
 	}
 	t.Cleanup(func() {
-		defaultInstance.build = old
-		if s := defaultInstance.srv.Swap(nil); s != nil {
+		if s := e.inst.srv.Swap(nil); s != nil {
 			s.close()
 		}
 	})
@@ -364,7 +395,7 @@ func TestFaultSecretManagerColdStart(t *testing.T) {
 	if got := spacesWithRequestID(e.google, "cold-start-1"); len(got) != 1 {
 		t.Errorf("spaces for the request: got %d, want 1", len(got))
 	}
-	s := defaultInstance.srv.Load()
+	s := e.inst.srv.Load()
 	if diff := cmp.Diff(stored, rawTokens(t, s.store)); diff != "" {
 		t.Errorf("the stored consent changed (-before +after):\n%s", diff)
 	}
@@ -378,6 +409,7 @@ func TestFaultSecretManagerColdStart(t *testing.T) {
 // at the request's deadline, and the refresh, which outlives the request,
 // still lands, so the next request needs no refresh of its own.
 func TestFaultTokenEndpoint(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, storeFirestore)
 	e.connect()
 	e.clock.Advance(2 * time.Hour) // the stored access token is now expired
@@ -471,6 +503,7 @@ func TestFaultTokenEndpoint(t *testing.T) {
 // request's deadline; the fake abandons the call with the client, so no
 // space exists, and a retry with the same requestId creates it once.
 func TestFaultChatHang(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, storeFirestore)
 	rec := e.connect()
 	e.srv.chatDeadline = time.Second
@@ -547,6 +580,7 @@ var errDropAnswer = errors.New("answer dropped")
 // up (the instance is killed) before chatauth answers. A retry with the
 // same requestId returns the same space, and only one exists.
 func TestFaultKilledAfterCreate(t *testing.T) {
+	t.Parallel()
 	proxy := newChatProxy(t)
 	e := newTestEnv(t, storeFirestore, func(c *Config) { c.ChatEndpoint = proxy.URL + "/" })
 	target, _ := url.Parse(e.google.URL())

@@ -90,8 +90,10 @@ func storeContents(t *testing.T, e *testEnv) (map[string]string, int64) {
 // store exactly as it was, records and (embedded) file size, on both
 // stores: a pending consent lives in the browser.
 func TestStartWritesNothing(t *testing.T) {
+	t.Parallel()
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
 			e := newTestEnv(t, kind)
 			e.connect() // a store that holds something
 			before, size := storeContents(t, e)
@@ -138,8 +140,10 @@ func flowCookieNames(b *browser) []string {
 // and both complete, the one started first last. Each callback clears
 // only its own flow's cookie.
 func TestTwoFlowsOneBrowser(t *testing.T) {
+	t.Parallel()
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
 			e := newTestEnv(t, kind)
 			b := newBrowser(t)
 			first := e.startConsent(b, aliceEmail)
@@ -172,6 +176,7 @@ func TestTwoFlowsOneBrowser(t *testing.T) {
 // refused at the callback without reaching Google, and the kept ones
 // complete.
 func TestFlowCookieCap(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, storeLocal)
 	b := newBrowser(t)
 	var flows []*url.URL
@@ -208,6 +213,7 @@ func TestFlowCookieCap(t *testing.T) {
 // than any browser keeps gets a bounded answer; and other cookies are
 // never touched.
 func TestStartClearsFlowCookies(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, storeLocal)
 	genuine := func(created int64) (string, string) {
 		state := randomToken()
@@ -300,8 +306,10 @@ func TestStartClearsFlowCookies(t *testing.T) {
 // cookie) is served once: the store's marker lets exactly one through to
 // Google, on both stores.
 func TestCallbackRace(t *testing.T) {
+	t.Parallel()
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
 			e := newTestEnv(t, kind)
 			b := newBrowser(t)
 			cb := e.startConsent(b, aliceEmail)
@@ -351,6 +359,7 @@ func TestCallbackRace(t *testing.T) {
 // that flow's cookie, and clears that cookie alone. Sent without the
 // cookie, it changes nothing: the consent can still complete.
 func TestCallbackRefusedHint(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, storeLocal)
 	victim := newBrowser(t)
 	other := e.startConsent(victim, "")
@@ -391,6 +400,7 @@ func TestCallbackRefusedHint(t *testing.T) {
 // 4096 bytes every browser keeps for a cookie; a longer redirect is not
 // kept; an ordinary flow's cookie is small.
 func TestFlowCookieSize(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, storeLocal)
 	longHint := strings.Repeat("a", 64) + "@" + strings.Repeat("b", 63) + "." + strings.Repeat("c", 63) + "." + strings.Repeat("d", 57) + ".com"
 	if len(longHint) != 254 || !validEmail(longHint) {
@@ -435,6 +445,7 @@ func TestFlowCookieSize(t *testing.T) {
 // TestFlowSeal: a sealed flow opens only for its own state, creation time
 // and keyset, and only as a flow.
 func TestFlowSeal(t *testing.T) {
+	t.Parallel()
 	s := &server{tickets: newTestCipher(t).aead}
 	rec := &stateRecord{Verifier: "a-verifier", LoginHint: "a@example.com", CreatedAt: time.Unix(1_750_000_000, 0), ChatUser: "users/1", ChatRedirect: chatRedirectPrefix + "x"}
 	v, err := s.sealFlow("state-1", rec)
@@ -475,6 +486,7 @@ func TestFlowSeal(t *testing.T) {
 // callback clears have the same attributes, which browsers need to
 // replace a cookie, and which a __Host- name requires.
 func TestFlowCookieAttributes(t *testing.T) {
+	t.Parallel()
 	for _, c := range []*http.Cookie{flowCookie(flowCookieName("s"), "v", 600), flowCookie(flowCookieName("s"), "", -1)} {
 		w := httptest.NewRecorder()
 		http.SetCookie(w, c)

@@ -7,38 +7,59 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/GoogleCloudPlatform/functions-framework-go/funcframework"
 	"github.com/tink-crypto/tink-go/v2/tink"
+	"google.golang.org/api/option"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/chatauth/chatauth/internal/fakegoogle"
 	"github.com/chatauth/chatauth/internal/fsemulator"
 )
 
-// testProject is the Firestore project every test uses on the emulator.
+// testProject is the project of tests that use no Firestore, and the
+// prefix of the emulator projects needFirestore hands out.
 const testProject = "chatauth-test"
 
 var (
 	emulatorOnce sync.Once
 	emulator     *fsemulator.Emulator
 	emulatorErr  error
+	projectSeq   atomic.Int64 // numbers the emulator projects
 
 	frameworkOnce sync.Once
 	frameworkURL  string
 )
 
+// testParallel is how many tests run at once unless -test.parallel says
+// otherwise. Most of this package's time is spent waiting on loopback
+// servers, the emulator and the browser, not on the CPU, so the default
+// of one test per core leaves a two-core machine idle; TESTING.md has the
+// measurements behind the number.
+const testParallel = 4
+
 func TestMain(m *testing.M) {
+	flag.Parse()
+	parallelSet := false
+	flag.Visit(func(f *flag.Flag) { parallelSet = parallelSet || f.Name == "test.parallel" })
+	if !parallelSet {
+		flag.Set("test.parallel", fmt.Sprint(testParallel))
+	}
 	code := m.Run()
 	if emulator != nil {
 		emulator.Stop()
@@ -46,11 +67,13 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// needFirestore makes the Firestore emulator available and empty, starting
-// it once per test binary unless FIRESTORE_EMULATOR_HOST names one. Where
-// it cannot start, the test fails under CI=true (CI must prove the Firestore
-// path) and is skipped elsewhere, with the reason.
-func needFirestore(t testing.TB) {
+// needFirestore makes the Firestore emulator available, starting it once
+// per test binary unless FIRESTORE_EMULATOR_HOST names one, and returns a
+// project no other test uses: an empty database of the test's own, so
+// tests on the emulator can run in parallel. Where it cannot start, the
+// test fails under CI=true (CI must prove the Firestore path) and is
+// skipped elsewhere, with the reason.
+func needFirestore(t testing.TB) string {
 	t.Helper()
 	emulatorOnce.Do(func() {
 		if os.Getenv("FIRESTORE_EMULATOR_HOST") != "" {
@@ -73,16 +96,39 @@ func needFirestore(t testing.TB) {
 		}
 		t.Skip(msg)
 	}
-	if emulator != nil {
-		if err := emulator.Reset(context.Background(), testProject); err != nil {
-			t.Fatalf("reset the emulator: %v", err)
-		}
-	}
+	return fmt.Sprintf("%s-%d", testProject, projectSeq.Add(1))
 }
+
+// dialEmulator returns client options that reach the Firestore emulator
+// at host, a connection of their own each time (a Firestore client closes
+// the connection it is given), for a test that needs an emulator other
+// than the one FIRESTORE_EMULATOR_HOST names.
+func dialEmulator(t testing.TB, host string) []option.ClientOption {
+	t.Helper()
+	conn, err := grpc.NewClient(host, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithPerRPCCredentials(emulatorOwner{}))
+	if err != nil {
+		t.Fatalf("dial the emulator: %v", err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return []option.ClientOption{option.WithGRPCConn(conn)}
+}
+
+// emulatorOwner authenticates to the emulator as its owner, as the
+// Firestore client does when FIRESTORE_EMULATOR_HOST is set.
+type emulatorOwner struct{}
+
+func (emulatorOwner) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer owner"}, nil
+}
+
+func (emulatorOwner) RequireTransportSecurity() bool { return false }
 
 // startFramework serves the registered functions through the Functions
 // Framework itself, once per test binary, on a free loopback port. The
-// handlers use defaultInstance, which each test points at its own server.
+// handlers use defaultInstance: the few tests that go through the
+// framework (testEnv.framework) point it at their server, and so never
+// run in parallel.
 func startFramework(t testing.TB) string {
 	t.Helper()
 	frameworkOnce.Do(func() {
@@ -162,15 +208,19 @@ func (b *syncBuffer) String() string {
 }
 
 // testEnv is one chatauth server, wired to a fake Google and a store, and
-// served through the Functions Framework.
+// served on a loopback port of its own by an instance of its own, with
+// every registered function at /<Name> as the Functions Framework serves
+// them locally. Nothing in it is shared with another test, so tests that
+// use one can run in parallel.
 type testEnv struct {
 	t      *testing.T
 	google *fakegoogle.Server
 	srv    *server
+	inst   *instance // serves the handlers; use points it at a server
 	cfg    Config
 	clock  *testClock
 	logs   *syncBuffer
-	base   string // the Functions Framework's URL
+	base   string // the env's URL
 }
 
 // storeKinds are the stores every end-to-end test runs against.
@@ -180,10 +230,15 @@ var storeKinds = []string{storeFirestore, storeLocal}
 // configuration before the server is built.
 func newTestEnv(t *testing.T, storeKind string, edit ...func(*Config)) *testEnv {
 	t.Helper()
+	project := testProject
 	if storeKind == storeFirestore {
-		needFirestore(t)
+		project = needFirestore(t)
 	}
-	base := startFramework(t)
+	logs := &syncBuffer{}
+	inst := &instance{log: newLogger(logs), build: func(context.Context) (*server, error) {
+		return nil, errors.New("the test has not given its instance a server")
+	}}
+	base := serveInstance(t, inst)
 	clock := &testClock{}
 	// The fake Google shares the server's clock, so tokens it issues expire
 	// when the server thinks they do.
@@ -201,7 +256,7 @@ func newTestEnv(t *testing.T, storeKind string, edit ...func(*Config)) *testEnv 
 	writeFile(t, keysetFile, testKeyset(t))
 
 	cfg := Config{
-		Project:           testProject,
+		Project:           project,
 		ClientSecrets:     clientFile,
 		WebhookSecrets:    webhookFile,
 		TokenKeyset:       keysetFile,
@@ -216,7 +271,7 @@ func newTestEnv(t *testing.T, storeKind string, edit ...func(*Config)) *testEnv 
 	for _, f := range edit {
 		f(&cfg)
 	}
-	e := &testEnv{t: t, google: g, cfg: cfg, clock: clock, logs: &syncBuffer{}, base: base}
+	e := &testEnv{t: t, google: g, inst: inst, cfg: cfg, clock: clock, logs: logs, base: base}
 	sensitive.add(testWebhookSecret, g.ClientSecret())
 	sensitive.addKeyset(t, keysetFile)
 	// Every flow a test drives is checked for secrets in the logs once the
@@ -388,10 +443,34 @@ func (e *testEnv) restart(edit ...func(*serverOptions)) {
 	e.use(e.srv)
 }
 
-// use makes the Functions Framework's handlers serve with s.
+// serveInstance serves every registered function at /<Name> through inst,
+// on a loopback port of the test's own, until the test ends, and returns
+// the URL.
+func serveInstance(t testing.TB, inst *instance) string {
+	mux := http.NewServeMux()
+	for _, f := range registered {
+		mux.Handle("/"+f.name, inst.handler(f))
+	}
+	hs := httptest.NewServer(mux)
+	t.Cleanup(hs.Close)
+	return hs.URL
+}
+
+// use makes the env's handlers serve with s.
 func (e *testEnv) use(s *server) {
-	defaultInstance.srv.Store(s)
+	e.inst.srv.Store(s)
+}
+
+// framework points the Functions Framework's own handlers (one set per
+// test binary, on defaultInstance) at the env's server until the test
+// ends, and returns their URL, for the tests that check what the
+// framework adds. A test that calls it must not run in parallel.
+func (e *testEnv) framework() string {
+	e.t.Helper()
+	base := startFramework(e.t)
+	defaultInstance.srv.Store(e.srv)
 	e.t.Cleanup(func() { defaultInstance.srv.Store(nil) })
+	return base
 }
 
 func writeFile(t testing.TB, path string, data []byte) {

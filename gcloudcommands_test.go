@@ -151,6 +151,7 @@ func cloudBuildCommands(t *testing.T) [][]string {
 // stop for want of an account), so a misspelt flag or a removed command
 // fails here rather than in someone's deployment.
 func TestGcloudCommandsParse(t *testing.T) {
+	t.Parallel()
 	gcloud := needGcloud(t)
 	setup, blocks := readmeShellBlocks(t)
 	// The blocks run in order in one shell, as a person pastes them, so
@@ -286,6 +287,7 @@ func gcloudParse(t *testing.T, gcloud string, cmds [][]string) []string {
 // TestGcloudCommandsParseChecks: the check refuses a misspelt flag, an
 // unknown command and a bad choice, and accepts a well-formed command.
 func TestGcloudCommandsParseChecks(t *testing.T) {
+	t.Parallel()
 	gcloud := needGcloud(t)
 	cases := []struct {
 		args []string

@@ -93,6 +93,7 @@ func sourceFiles(t *testing.T) []string {
 // `gcloud builds submit` and `gcloud functions deploy` would upload: every
 // source, and none of the secrets.
 func TestGcloudIgnore(t *testing.T) {
+	t.Parallel()
 	gcloud := needGcloud(t)
 	dir := t.TempDir()
 	sources := sourceFiles(t)

@@ -36,12 +36,14 @@ func loopbackOnly() *http.Client {
 // same tokens cannot be checked (Google's URLs are out of reach), and a
 // token signed by a key the overrides do not publish is refused.
 func TestCertsOverrides(t *testing.T) {
+	t.Parallel()
 	const (
 		audience = "https://chatauth.example/CreateSpace"
 		trusted  = "scheduler@example.iam.gserviceaccount.com"
 	)
 	for _, mode := range chatModes {
 		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
 			c := newChatEnv(t, storeLocal, mode)
 			c.connect()
 			c.cfg.AllowedAudiences, c.cfg.TrustedCallers = []string{audience}, []string{trusted}
@@ -108,6 +110,7 @@ func TestCertsOverrides(t *testing.T) {
 // TestCertsOverridesConfig: the overrides are URLs like CHAT_API_ENDPOINT
 // (http on loopback only) and are refused when deployed.
 func TestCertsOverridesConfig(t *testing.T) {
+	t.Parallel()
 	local := map[string]string{
 		"STORE": storeLocal, "CLIENT_SECRETS": "c.json", "WEBHOOK_SECRETS": "w", "TOKEN_KEYSET": "k.json",
 		"REDIRECT_URL": "http://localhost:8080/OAuthCallback", "PUBLIC_URL": "http://localhost:8080",

@@ -64,8 +64,10 @@ func (e *testEnv) createdBy(user, name string) (string, int, string) {
 // the old account at once, and Disconnect by the address ends exactly the
 // account it names, after which it names nobody.
 func TestEmailMovesBetweenAccounts(t *testing.T) {
+	t.Parallel()
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
 			e := newTestEnv(t, kind)
 			e.connect()
 			// Served from the store, then kept in the instance's cache.
@@ -142,9 +144,11 @@ func TestEmailMovesBetweenAccounts(t *testing.T) {
 // its account (sub), not its address: a token for alice@ from another
 // account does not act as, nor disconnect, the alice@ that consented.
 func TestIDTokenCallerIsItsAccount(t *testing.T) {
+	t.Parallel()
 	const audience = "https://chatauth.example/CreateSpace"
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
 			e := newTestEnv(t, kind, func(c *Config) { c.AllowedAudiences = []string{audience} })
 			e.connect()
 			token := func(sub string) map[string]string {
@@ -191,9 +195,11 @@ func TestIDTokenCallerIsItsAccount(t *testing.T) {
 // TestDisconnectReplay: a Disconnect signed before the user consented
 // again cannot end the new consent; it answers 409 and changes nothing.
 func TestDisconnectReplay(t *testing.T) {
+	t.Parallel()
 	const audience = "https://chatauth.example/Disconnect"
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
 			e := newTestEnv(t, kind, func(c *Config) { c.AllowedAudiences = []string{audience} })
 			e.connect()
 			body := `{"user":"alice@example.com"}`
@@ -256,6 +262,7 @@ func TestDisconnectReplay(t *testing.T) {
 // from the signed request, so the same signed bytes, sent any number of
 // times, make one space; other signed bytes make another.
 func TestDerivedRequestID(t *testing.T) {
+	t.Parallel()
 	const audience = "https://chatauth.example/CreateSpace"
 	e := newTestEnv(t, storeLocal, func(c *Config) { c.AllowedAudiences = []string{audience} })
 	e.connect()
@@ -352,6 +359,7 @@ func TestDerivedRequestID(t *testing.T) {
 // TestDerivedRequestIDUnique: the derived requestId differs with every
 // part of the signed request, and not with the MAC's letter case.
 func TestDerivedRequestIDUnique(t *testing.T) {
+	t.Parallel()
 	base := caller{method: callerHMAC, proof: []byte("mac-1"), body: []byte(`{"user":"a@example.com"}`)}
 	seen := map[string]string{base.requestID(): "base"}
 	for name, c := range map[string]caller{
@@ -399,8 +407,10 @@ func (s consentDuringDelete) deleteToken(ctx context.Context, sub string, check 
 // TestDisconnectSparesConsentGivenMeanwhile: a consent stored while a
 // Disconnect signed before it is being served is not deleted.
 func TestDisconnectSparesConsentGivenMeanwhile(t *testing.T) {
+	t.Parallel()
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
 			e := newTestEnv(t, kind)
 			e.connect()
 			inner := e.srv.store
@@ -421,8 +431,10 @@ func TestDisconnectSparesConsentGivenMeanwhile(t *testing.T) {
 // cache), leave the address naming exactly one of them, and CreateSpace
 // by address acts as that one, on both stores.
 func TestConcurrentConsentsOneAddress(t *testing.T) {
+	t.Parallel()
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
 			e := newTestEnv(t, kind)
 			e.connect()
 			e.google.AddUser(fakegoogle.User{Sub: bobSub, Email: aliceEmail, EmailVerified: true})

@@ -14,6 +14,7 @@ import (
 // account's token for the same audience, Chat's included, and a token
 // without a verified email.
 func TestIDTokenPolicySigners(t *testing.T) {
+	t.Parallel()
 	g := newCallerFake(t)
 	now := time.Now()
 	const (

@@ -107,6 +107,7 @@ func keysetSecrets(t *testing.T, wrapped, cleartext []byte) []string {
 }
 
 func TestLoadTokenCipherKMS(t *testing.T) {
+	t.Parallel()
 	g, opts := kmsFake(t)
 	uri := g.AddKMSKey(kmsTestKey)
 	wrapped, cleartext := wrappedKeyset(t, uri, opts)
@@ -174,6 +175,7 @@ func TestLoadTokenCipherKMS(t *testing.T) {
 }
 
 func TestLoadTokenCipherWithoutKMS(t *testing.T) {
+	t.Parallel()
 	ks, err := generateKeyset()
 	if err != nil {
 		t.Fatal(err)
@@ -189,6 +191,7 @@ func TestLoadTokenCipherWithoutKMS(t *testing.T) {
 }
 
 func TestLoadTokenCipherKMSErrors(t *testing.T) {
+	t.Parallel()
 	g, opts := kmsFake(t)
 	uri := g.AddKMSKey(kmsTestKey)
 	otherURI := g.AddKMSKey(kmsOtherKey)
@@ -280,6 +283,7 @@ func TestLoadTokenCipherKMSErrors(t *testing.T) {
 // 503 that the next attempt recovers from, whether KMS answers with an
 // error, does not answer in time, or cannot be reached.
 func TestLoadTokenCipherKMSOutage(t *testing.T) {
+	t.Parallel()
 	g, opts := kmsFake(t)
 	uri := g.AddKMSKey(kmsTestKey)
 	wrapped, cleartext := wrappedKeyset(t, uri, opts)
@@ -400,6 +404,7 @@ func captureStderr(t *testing.T, fn func()) string {
 // TestKMSUnwrapErrorKinds covers the answers the fake does not give: Cloud
 // KMS tells some causes apart only by the status in its JSON envelope.
 func TestKMSUnwrapErrorKinds(t *testing.T) {
+	t.Parallel()
 	const uri = "gcp-kms://" + kmsTestKey
 	key := kmsKeyURIPattern().FindStringSubmatch(uri)[1:]
 	envelope := func(code int, status, msg string) error {
@@ -448,6 +453,7 @@ func TestKMSUnwrapErrorKinds(t *testing.T) {
 // by Cloud KMS unwraps it once at cold start and then serves the whole flow
 // without calling KMS again.
 func TestServerWithKMSWrappedKeyset(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, storeLocal)
 	g := e.google
 	uri := g.AddKMSKey("projects/p/locations/global/keyRings/chatauth/cryptoKeys/token-keyset")

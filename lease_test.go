@@ -227,6 +227,7 @@ func checkNoLease(t *testing.T, rec *tokenRecord) {
 // access token expired: one token call, every request served with the
 // token it saved, and no lease left behind.
 func TestLeaseOneRefreshAcrossInstances(t *testing.T) {
+	t.Parallel()
 	const perNode = 8
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
@@ -277,6 +278,7 @@ func TestLeaseOneRefreshAcrossInstances(t *testing.T) {
 // user. When the dead holder's call finally returns, its save does not
 // replace the token saved meanwhile.
 func TestLeaseHolderDies(t *testing.T) {
+	t.Parallel()
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
 			e, nodes, hold := expiredAlice(t, kind, 3)
@@ -322,6 +324,7 @@ func TestLeaseHolderDies(t *testing.T) {
 // other instances — answers AUTHORIZATION_REQUIRED with the link to
 // consent again, after one token call.
 func TestLeaseInvalidGrantReachesWaiters(t *testing.T) {
+	t.Parallel()
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
 			e, nodes, hold := expiredAlice(t, kind, 3)
@@ -366,6 +369,7 @@ func TestLeaseInvalidGrantReachesWaiters(t *testing.T) {
 // was; the requests that waited answer 502 as the holder's does, without
 // calling Google themselves; the next request refreshes afresh.
 func TestLeaseTokenEndpointFails(t *testing.T) {
+	t.Parallel()
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
 			e, nodes, hold := expiredAlice(t, kind, 3)
@@ -407,6 +411,7 @@ func TestLeaseTokenEndpointFails(t *testing.T) {
 // grant was revoked; and an instance waiting on that refresh's lease is
 // served with the re-consent's token.
 func TestRefreshKeepsNewerConsent(t *testing.T) {
+	t.Parallel()
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
 			for _, tc := range []struct {
@@ -477,6 +482,7 @@ func TestRefreshKeepsNewerConsent(t *testing.T) {
 // finishing, and the refresh, when it returns, does not bring the record
 // back.
 func TestLeaseDoesNotBlockDisconnect(t *testing.T) {
+	t.Parallel()
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
 			e, nodes, hold := expiredAlice(t, kind, 2)
@@ -629,6 +635,7 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 // cost — but the consent stays whole: the first holder's later save is
 // refused, and the record is the second refresh's, with no lease left.
 func TestLeaseClockSkew(t *testing.T) {
+	t.Parallel()
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
 			e, nodes, hold := expiredAlice(t, kind, 2)

@@ -42,6 +42,7 @@ type loadUser struct {
 // every stored token still reads back, active and live at Google. It
 // stops by itself: the work is finite and bounded by loadBound.
 func TestLoad(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("the load test takes about a minute; it runs without -short")
 	}

@@ -18,7 +18,8 @@ func TestLogFields(t *testing.T) {
 	} {
 		t.Run(tc.header, func(t *testing.T) {
 			e := newTestEnv(t, storeLocal)
-			req, _ := http.NewRequest(http.MethodGet, e.base+"/OAuthStart", nil)
+			// The execution id is the Functions Framework's to add.
+			req, _ := http.NewRequest(http.MethodGet, e.framework()+"/OAuthStart", nil)
 			req.Header.Set(tc.header, tc.value)
 			req.Header.Set("Function-Execution-Id", "exec-123")
 			resp, err := noRedirects.Do(req)

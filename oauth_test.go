@@ -23,8 +23,10 @@ const (
 // TestConsentFlow drives OAuthStart → fake Google → OAuthCallback through
 // the Functions Framework and checks what was stored, on every store.
 func TestConsentFlow(t *testing.T) {
+	t.Parallel()
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
 			e := newTestEnv(t, kind)
 			b := newBrowser(t)
 			resp, body := e.consent(b, aliceEmail)
@@ -81,6 +83,7 @@ func TestConsentFlow(t *testing.T) {
 // TestStartRequest checks what OAuthStart sends to Google and to the
 // browser.
 func TestStartRequest(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, storeLocal)
 	b := newBrowser(t)
 	// A spoofed Host and X-Forwarded-Host must not move the redirect URI.
@@ -169,6 +172,7 @@ func TestStartRequest(t *testing.T) {
 
 // TestStartRejects covers OAuthStart's refusals.
 func TestStartRejects(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, storeLocal)
 	for _, tc := range []struct {
 		name, method, query string
@@ -196,10 +200,12 @@ func TestStartRejects(t *testing.T) {
 // status, stores nothing, and where the state is bad never calls Google's
 // token endpoint.
 func TestCallbackRejects(t *testing.T) {
+	t.Parallel()
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
 			for _, tc := range callbackRejectCases {
 				t.Run(tc.name, func(t *testing.T) {
+					t.Parallel()
 					e := newTestEnv(t, kind)
 					b := newBrowser(t)
 					cb := tc.prepare(t, e, b)
@@ -339,6 +345,7 @@ var callbackRejectCases = []struct {
 // TestCallbackErrorPage checks that a browser gets a readable HTML page,
 // not JSON, with a way to start again.
 func TestCallbackErrorPage(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, storeLocal)
 	b := newBrowser(t)
 	cb := e.startConsent(b, aliceEmail)
@@ -357,8 +364,10 @@ func TestCallbackErrorPage(t *testing.T) {
 // TestReconsentKeepsRefreshToken: a re-consent whose answer carries no
 // refresh token keeps the stored one, and updates the rest.
 func TestReconsentKeepsRefreshToken(t *testing.T) {
+	t.Parallel()
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
 			e := newTestEnv(t, kind)
 			if resp, body := e.consent(newBrowser(t), ""); resp.StatusCode != 200 {
 				t.Fatalf("first consent: %d %s", resp.StatusCode, body)
@@ -385,6 +394,7 @@ func TestReconsentKeepsRefreshToken(t *testing.T) {
 // TestFirstConsentWithoutRefreshToken: with no refresh token stored and
 // none sent, the user is asked to consent again and nothing is stored.
 func TestFirstConsentWithoutRefreshToken(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, storeLocal)
 	e.google.SetOmitRefreshToken(true)
 	b := newBrowser(t)

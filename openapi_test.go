@@ -409,6 +409,7 @@ func (d *apiDoc) documentedStatuses(r apiResponse, code int) []string {
 // Framework into every documented answer and checks each against
 // openapi.yaml.
 func TestOpenAPI(t *testing.T) {
+	t.Parallel()
 	doc := loadAPIDoc(t)
 	const audience = "123456789012-abcdefghijklmnopqrstuvwxyz012345.apps.googleusercontent.com"
 	e := newTestEnv(t, storeLocal, func(c *Config) { c.AllowedAudiences = []string{audience} })
@@ -427,11 +428,11 @@ func TestOpenAPI(t *testing.T) {
 	// build, as a fresh instance would, and restores the test's server
 	// afterwards.
 	brokenInstance := func(t *testing.T, build func(ctx context.Context) (*server, error)) {
-		defaultInstance.srv.Store(nil)
-		old, oldLog := defaultInstance.build, defaultInstance.log
-		defaultInstance.build, defaultInstance.log = build, newLogger(e.logs)
+		e.inst.srv.Store(nil)
+		old := e.inst.build
+		e.inst.build = build
 		t.Cleanup(func() {
-			defaultInstance.build, defaultInstance.log = old, oldLog
+			e.inst.build = old
 			e.use(e.srv)
 		})
 	}
@@ -681,6 +682,7 @@ func decodeAny(t *testing.T, body string) any {
 // operations are registered functions, the security schemes say how to
 // authenticate, and the documented user pattern agrees with the function's.
 func TestOpenAPIShape(t *testing.T) {
+	t.Parallel()
 	doc := loadAPIDoc(t)
 	if v := get(doc.root, "openapi"); v != "3.1.0" {
 		t.Errorf("openapi: got %v, want 3.1.0", v)
@@ -732,6 +734,7 @@ func TestOpenAPIShape(t *testing.T) {
 // TestAPIDocValidator shows that the validator refuses what it should, so
 // a passing TestOpenAPI means something.
 func TestAPIDocValidator(t *testing.T) {
+	t.Parallel()
 	doc := loadAPIDoc(t)
 	errSchema := map[string]any{"$ref": "#/components/schemas/AuthorizationRequiredError"}
 	for _, tc := range []struct {

@@ -68,8 +68,9 @@ type perfEnv struct {
 
 func newPerfEnv(t testing.TB, kind string, edit ...func(*serverOptions)) *perfEnv {
 	t.Helper()
+	project := testProject
 	if kind == storeFirestore {
-		needFirestore(t)
+		project = needFirestore(t)
 	}
 	clock := &testClock{}
 	g, err := fakegoogle.New(fakegoogle.Options{Now: clock.Now})
@@ -82,7 +83,7 @@ func newPerfEnv(t testing.TB, kind string, edit ...func(*serverOptions)) *perfEn
 	writeFile(t, filepath.Join(dir, "webhook"), []byte(testWebhookSecret))
 	writeFile(t, filepath.Join(dir, "keyset.json"), testKeyset(t))
 	cfg := Config{
-		Project:           testProject,
+		Project:           project,
 		ClientSecrets:     filepath.Join(dir, "client.json"),
 		WebhookSecrets:    filepath.Join(dir, "webhook"),
 		TokenKeyset:       filepath.Join(dir, "keyset.json"),
@@ -150,6 +151,7 @@ func (e *perfEnv) post(user, displayName string) (int, string) {
 // once the cache's bound has passed), none while it does — whether the
 // user is named by id or by email, on both stores.
 func TestWarmCreateSpaceRoundTrips(t *testing.T) {
+	t.Parallel()
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
 			// A bound of ten minutes, so that a slow machine cannot turn
@@ -193,9 +195,11 @@ func TestWarmCreateSpaceRoundTrips(t *testing.T) {
 // of several users whose access tokens have expired make exactly one
 // refresh per user, and every call succeeds.
 func TestRefreshOncePerExpiredUser(t *testing.T) {
+	t.Parallel()
 	const users, perUser = 3, 32
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
 			e := newPerfEnv(t, kind)
 			var subs []string
 			for n := range users {
@@ -239,6 +243,7 @@ func TestRefreshOncePerExpiredUser(t *testing.T) {
 // the length is checked outside the regular expression (see
 // requestIDPattern).
 func TestRequestIDBound(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		id string
 		ok bool
@@ -259,6 +264,7 @@ func TestRequestIDBound(t *testing.T) {
 // TestOAuthErrorCodeBound: an error code from Google's redirect is shown
 // only when it is 1 to 64 characters of [a-z_].
 func TestOAuthErrorCodeBound(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct{ code, want string }{
 		{"invalid_request", "(invalid_request)"},
 		{strings.Repeat("a", 64), "(" + strings.Repeat("a", 64) + ")"},
@@ -277,6 +283,7 @@ func TestOAuthErrorCodeBound(t *testing.T) {
 // is there for a failed build and for a panic, though it is made only
 // when needed.
 func TestHandlerLogsWithoutServer(t *testing.T) {
+	t.Parallel()
 	var logs syncBuffer
 	failing := &instance{log: newLogger(&logs), build: func(context.Context) (*server, error) {
 		return nil, fmt.Errorf("no secrets: %w", errSecretsUnavailable)
@@ -304,6 +311,7 @@ func TestHandlerLogsWithoutServer(t *testing.T) {
 func TestExecutionIDLabel(t *testing.T) {
 	e := newTestEnv(t, storeLocal)
 	e.connect()
+	e.base = e.framework()
 	if code, body := e.signed("CreateSpace", `{"user":"alice@example.com","displayName":"Labelled"}`); code != http.StatusOK {
 		t.Fatalf("got %d: %s", code, body)
 	}

@@ -97,8 +97,10 @@ func decodeSpace(t *testing.T, body string) spaceJSON {
 // TestCreateSpace: consent, then a signed CreateSpace creates the space in
 // Chat with the user's own access token, on every store.
 func TestCreateSpace(t *testing.T) {
+	t.Parallel()
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
 			e := newTestEnv(t, kind)
 			rec := e.connect()
 			code, body := e.signed("CreateSpace", `{"user":"alice@example.com","displayName":"Incident 4711","description":"disk full","requestId":"form-response-8f2c"}`)
@@ -130,6 +132,7 @@ func TestCreateSpace(t *testing.T) {
 
 // TestCreateSpaceWithMembers uses spaces.setup.
 func TestCreateSpaceWithMembers(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, storeLocal)
 	e.connect()
 	for _, tc := range []struct{ body, spaceType string }{
@@ -157,6 +160,7 @@ func TestCreateSpaceWithMembers(t *testing.T) {
 // TestCreateSpaceIDTokenCaller: a Google ID token caller acting as itself
 // succeeds; acting for someone else is 403 unless trusted.
 func TestCreateSpaceIDTokenCaller(t *testing.T) {
+	t.Parallel()
 	const audience = "https://chatauth.example/CreateSpace"
 	e := newTestEnv(t, storeLocal, func(c *Config) {
 		c.AllowedAudiences = []string{audience}
@@ -218,6 +222,7 @@ func TestCreateSpaceIDTokenCaller(t *testing.T) {
 // TestCreateSpaceUnauthenticated: every bad credential is 401 and the Chat
 // API is never called, nor the user's token read.
 func TestCreateSpaceUnauthenticated(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, storeLocal)
 	e.connect()
 	body := `{"user":"alice@example.com","displayName":"Nope"}`
@@ -256,6 +261,7 @@ func TestCreateSpaceUnauthenticated(t *testing.T) {
 // TestCreateSpaceBadRequests: each malformed request gets its status and
 // the JSON error naming the problem.
 func TestCreateSpaceBadRequests(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, storeLocal)
 	e.connect()
 	sign := func(b string) map[string]string {
@@ -313,6 +319,7 @@ func TestCreateSpaceBadRequests(t *testing.T) {
 // TestCreateSpaceNotAuthorized: an unknown user gets AUTHORIZATION_REQUIRED
 // with an authorizeUrl that starts the consent for that user.
 func TestCreateSpaceNotAuthorized(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, storeLocal)
 	code, body := e.signed("CreateSpace", `{"user":"bob@example.com","displayName":"x"}`)
 	checkJSONBody(t, body, 403, statusAuthorizationRequired)
@@ -332,8 +339,10 @@ func TestCreateSpaceNotAuthorized(t *testing.T) {
 // TestRefreshPersisted: an expired access token is refreshed once, the new
 // token is stored, and a restarted server uses it without refreshing.
 func TestRefreshPersisted(t *testing.T) {
+	t.Parallel()
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
 			e := newTestEnv(t, kind)
 			old := e.connect()
 			e.clock.Advance(2 * time.Hour) // the stored access token is now expired
@@ -369,8 +378,10 @@ func TestRefreshPersisted(t *testing.T) {
 // TestConcurrentRefresh: 20 concurrent requests with an expired token
 // cause exactly one refresh and all succeed.
 func TestConcurrentRefresh(t *testing.T) {
+	t.Parallel()
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
 			e := newTestEnv(t, kind)
 			e.connect()
 			e.clock.Advance(2 * time.Hour)
@@ -403,8 +414,10 @@ func TestConcurrentRefresh(t *testing.T) {
 // TestInvalidGrant: a revoked consent marks the record needs_reauth, asks
 // for consent, is not retried, and a re-consent restores service.
 func TestInvalidGrant(t *testing.T) {
+	t.Parallel()
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
 			e := newTestEnv(t, kind)
 			e.connect()
 			e.google.RevokeUser(aliceSub)
@@ -436,6 +449,7 @@ func TestInvalidGrant(t *testing.T) {
 // TestChatFaults covers retries, idempotency and the mapping of Chat's
 // answers.
 func TestChatFaults(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, storeLocal)
 	e.connect()
 	req := func(name, requestID string) (int, string) {
@@ -610,6 +624,7 @@ func BenchmarkCreateSpaceWarm(b *testing.B) {
 // hide characters, are refused with the field and the code point named;
 // emoji sequences and other scripts are not.
 func TestDisplayNameCharacters(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		want string // "" when accepted; else what the message must say
@@ -673,6 +688,7 @@ func TestDisplayNameCharacters(t *testing.T) {
 // TestDescriptionCharacters: a description keeps its line breaks and tabs
 // and nothing else that does not show.
 func TestDescriptionCharacters(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		desc string
 		want string
@@ -705,6 +721,7 @@ func TestDescriptionCharacters(t *testing.T) {
 // TestChatNamesItsOwnSpaces: a GROUP_CHAT or DIRECT_MESSAGE takes no
 // displayName, refused here naming the field, before any round trip.
 func TestChatNamesItsOwnSpaces(t *testing.T) {
+	t.Parallel()
 	for _, q := range []createSpaceRequest{
 		{User: aliceEmail, SpaceType: spaceTypeGroupChat, DisplayName: "Team", Members: []string{"users/1", "users/2"}},
 		{User: aliceEmail, SpaceType: spaceTypeGroupChat, DisplayName: "Team"}, // the displayName is named first
@@ -741,6 +758,7 @@ func fullSpace() *chat.Space {
 // TestSpaceJSON: CreateSpace answers the Space without chat.Space's
 // MarshalJSON; the JSON must mean exactly what the method's does.
 func TestSpaceJSON(t *testing.T) {
+	t.Parallel()
 	for _, sp := range []*chat.Space{fullSpace(), {Name: "spaces/B", SpaceType: "GROUP_CHAT"}, {}} {
 		want, err := json.Marshal(sp)
 		if err != nil {
@@ -781,6 +799,7 @@ func BenchmarkSpaceJSON(b *testing.B) {
 }
 
 func TestIsUserID(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		in   string
 		want bool

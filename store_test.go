@@ -25,8 +25,7 @@ func newTestStore(t *testing.T, kind string) tokenStore {
 	)
 	switch kind {
 	case storeFirestore:
-		needFirestore(t)
-		s, err = openFirestore(context.Background(), testProject, "(default)", patientTimeout)
+		s, err = openFirestore(context.Background(), needFirestore(t), "(default)", patientTimeout)
 	case storeLocal:
 		s, err = newLocalStore(filepath.Join(t.TempDir(), "data"), time.Now)
 	}
@@ -39,17 +38,18 @@ func newTestStore(t *testing.T, kind string) tokenStore {
 
 // TestStore is the one store test every implementation passes.
 func TestStore(t *testing.T) {
+	t.Parallel()
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
-			t.Run("token round trip", func(t *testing.T) { testTokenRoundTrip(t, newTestStore(t, kind)) })
-			t.Run("update merges", func(t *testing.T) { testUpdateMerges(t, newTestStore(t, kind)) })
-			t.Run("lookup by email", func(t *testing.T) { testLookupByEmail(t, newTestStore(t, kind)) })
-			t.Run("state used once", func(t *testing.T) { testStateUsedOnce(t, newTestStore(t, kind)) })
-			t.Run("records from before email records", func(t *testing.T) { testLegacyRecords(t, newTestStore(t, kind)) })
-			t.Run("delete checked", func(t *testing.T) { testDeleteChecked(t, newTestStore(t, kind)) })
-			t.Run("concurrent consents", func(t *testing.T) { testConcurrentConsents(t, newTestStore(t, kind)) })
-			t.Run("concurrent updates", func(t *testing.T) { testConcurrentUpdates(t, newTestStore(t, kind)) })
-			t.Run("list tokens", func(t *testing.T) { testListTokens(t, newTestStore(t, kind)) })
+			t.Run("token round trip", func(t *testing.T) { t.Parallel(); testTokenRoundTrip(t, newTestStore(t, kind)) })
+			t.Run("update merges", func(t *testing.T) { t.Parallel(); testUpdateMerges(t, newTestStore(t, kind)) })
+			t.Run("lookup by email", func(t *testing.T) { t.Parallel(); testLookupByEmail(t, newTestStore(t, kind)) })
+			t.Run("state used once", func(t *testing.T) { t.Parallel(); testStateUsedOnce(t, newTestStore(t, kind)) })
+			t.Run("records from before email records", func(t *testing.T) { t.Parallel(); testLegacyRecords(t, newTestStore(t, kind)) })
+			t.Run("delete checked", func(t *testing.T) { t.Parallel(); testDeleteChecked(t, newTestStore(t, kind)) })
+			t.Run("concurrent consents", func(t *testing.T) { t.Parallel(); testConcurrentConsents(t, newTestStore(t, kind)) })
+			t.Run("concurrent updates", func(t *testing.T) { t.Parallel(); testConcurrentUpdates(t, newTestStore(t, kind)) })
+			t.Run("list tokens", func(t *testing.T) { t.Parallel(); testListTokens(t, newTestStore(t, kind)) })
 		})
 	}
 }
@@ -444,6 +444,7 @@ func testConcurrentUpdates(t *testing.T, s tokenStore) {
 // removes expired markers, at most purgeBatch of them, taken from the
 // expiry index without a scan.
 func TestLocalStorePurgesUsedStates(t *testing.T) {
+	t.Parallel()
 	clock := &testClock{}
 	s, err := newLocalStore(filepath.Join(t.TempDir(), "data"), clock.Now)
 	if err != nil {
@@ -519,6 +520,7 @@ func usedStateKeys(t *testing.T, s *localStore) []string {
 // earlier versions kept (PKCE verifiers in clear) is dropped when the
 // embedded store opens.
 func TestLocalStoreDropsLegacyStates(t *testing.T) {
+	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "data")
 	s, err := newLocalStore(dir, time.Now)
 	if err != nil {
@@ -551,8 +553,10 @@ func TestLocalStoreDropsLegacyStates(t *testing.T) {
 // says (README, "Data"), chatauth_used_states/{hash} with a timestamp expireAt (the field a
 // Firestore TTL policy deletes by), on both stores.
 func TestUsedStateLayout(t *testing.T) {
+	t.Parallel()
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
 			s := newTestStore(t, kind)
 			expireAt := sampleTime.Add(stateTTL)
 			key := hashToken("a-state")

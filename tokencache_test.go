@@ -22,9 +22,11 @@ func (e *testEnv) createN(n int) (int, string) {
 }
 
 func TestTokenCacheSameInstance(t *testing.T) {
+	t.Parallel()
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
 			t.Run("Disconnect", func(t *testing.T) {
+				t.Parallel()
 				e := newTestEnv(t, kind)
 				e.connect()
 				if code, body := e.createN(1); code != 200 {
@@ -44,6 +46,7 @@ func TestTokenCacheSameInstance(t *testing.T) {
 				}
 			})
 			t.Run("needs_reauth", func(t *testing.T) {
+				t.Parallel()
 				e := newTestEnv(t, kind)
 				e.connect()
 				if code, body := e.createN(1); code != 200 {
@@ -73,7 +76,9 @@ func TestTokenCacheSameInstance(t *testing.T) {
 // TestTokenCacheOtherInstance runs two instances on one Firestore
 // database, as Cloud Functions does when it scales out.
 func TestTokenCacheOtherInstance(t *testing.T) {
+	t.Parallel()
 	t.Run("a record deleted elsewhere is served until the bound", func(t *testing.T) {
+		t.Parallel()
 		e := newTestEnv(t, storeFirestore)
 		e.connect()
 		if code, body := e.createN(1); code != 200 {
@@ -96,6 +101,7 @@ func TestTokenCacheOtherInstance(t *testing.T) {
 		}
 	})
 	t.Run("Disconnect elsewhere takes effect at once", func(t *testing.T) {
+		t.Parallel()
 		e := newTestEnv(t, storeFirestore)
 		a := e.srv
 		e.connect()
@@ -119,6 +125,7 @@ func TestTokenCacheOtherInstance(t *testing.T) {
 // TestTokenCacheRace: a store read that started before a token write is
 // not kept, so a write is never undone by a slower read.
 func TestTokenCacheRace(t *testing.T) {
+	t.Parallel()
 	c := newTokenCache(time.Minute)
 	now := time.Now()
 	rec := &tokenRecord{Sub: "1", Email: "a@example.com", AccessToken: "old", Expiry: now.Add(time.Hour)}
@@ -160,6 +167,7 @@ func TestTokenCacheRace(t *testing.T) {
 // TestTokenCacheBounded: the cache never holds more than tokenCacheMax
 // users.
 func TestTokenCacheBounded(t *testing.T) {
+	t.Parallel()
 	c := newTokenCache(time.Minute)
 	now := time.Now()
 	for i := range tokenCacheMax + 10 {

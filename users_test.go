@@ -81,6 +81,7 @@ func usersEnv(t *testing.T, kind string, edit ...func(*Config)) *testEnv {
 // TestUsers: a signed caller lists every consent, filtered by status or
 // user, in pages; no token, ciphertext or Google error text is answered.
 func TestUsers(t *testing.T) {
+	t.Parallel()
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
 			e := usersEnv(t, kind)
@@ -131,8 +132,10 @@ func TestUsers(t *testing.T) {
 // exactly once and in order, and refuses page tokens it did not issue for
 // the same query.
 func TestUsersPaging(t *testing.T) {
+	t.Parallel()
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
 			e := newTestEnv(t, kind)
 			var want []string
 			for i := range 23 {
@@ -203,6 +206,7 @@ func TestUsersPaging(t *testing.T) {
 // TestUsersRefusals: every malformed or unauthenticated request is a JSON
 // error a person can act on.
 func TestUsersRefusals(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, storeLocal)
 	for _, tc := range []struct {
 		name, body string
@@ -247,6 +251,7 @@ func TestUsersRefusals(t *testing.T) {
 // other ID-token caller sees only its own account, matched by sub, even
 // with another account's address.
 func TestUsersIDTokenCallers(t *testing.T) {
+	t.Parallel()
 	const audience = "https://chatauth.example/Users"
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
