@@ -129,13 +129,14 @@ func (s *Server) AddServiceAccount(sa ServiceAccount) (ServiceAccount, error) {
 	if sa.UniqueID == "" {
 		sa.UniqueID = subFor("service-account:" + sa.Email)
 	}
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	key, err := newRSAKey()
 	if err != nil {
 		return ServiceAccount{}, fmt.Errorf("fakegoogle: service account key: %w", err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if cur := s.accounts[sa.Email]; cur != nil {
+		releaseRSAKeys([]*rsa.PrivateKey{key})
 		return cur.ServiceAccount, nil
 	}
 	s.accounts[sa.Email] = &serviceAccount{ServiceAccount: sa, managed: key, managedKid: keyID(&key.PublicKey), keys: map[string]*rsa.PublicKey{}}

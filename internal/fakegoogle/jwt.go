@@ -13,15 +13,46 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net/http"
+	"sync"
 	"time"
 )
 
+// keyPool keeps the RSA keys of closed Servers for new ones. Making a
+// 2048-bit key costs more CPU than anything else the fake does, and a test
+// binary makes hundreds of Servers. A key goes back to the pool only when
+// the Server that held it closes, so no two open Servers share one.
+var keyPool struct {
+	mu   sync.Mutex
+	free []*rsa.PrivateKey
+}
+
+// newRSAKey returns a key no open Server holds: a closed Server's, or a
+// new one.
+func newRSAKey() (*rsa.PrivateKey, error) {
+	keyPool.mu.Lock()
+	if n := len(keyPool.free); n > 0 {
+		key := keyPool.free[n-1]
+		keyPool.free = keyPool.free[:n-1]
+		keyPool.mu.Unlock()
+		return key, nil
+	}
+	keyPool.mu.Unlock()
+	return rsa.GenerateKey(rand.Reader, 2048)
+}
+
+// releaseRSAKeys gives a closed Server's keys back to the pool.
+func releaseRSAKeys(keys []*rsa.PrivateKey) {
+	keyPool.mu.Lock()
+	defer keyPool.mu.Unlock()
+	keyPool.free = append(keyPool.free, keys...)
+}
+
 // newSigningKey makes the RSA key that signs every id_token of one Server,
 // its key id, and a self-signed certificate for Google's legacy PEM format.
-// Each Server has its own key so a token from one fake never verifies
-// against another.
+// Each open Server has its own key so a token from one fake never
+// verifies against another.
 func newSigningKey(now time.Time) (key *rsa.PrivateKey, kid, certPEM string, err error) {
-	key, err = rsa.GenerateKey(rand.Reader, 2048)
+	key, err = newRSAKey()
 	if err != nil {
 		return nil, "", "", err
 	}

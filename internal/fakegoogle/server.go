@@ -241,7 +241,27 @@ func (s *Server) Close() {
 		s.mu.Unlock()
 		_ = s.http.Close()
 		s.transport.CloseIdleConnections()
+		releaseRSAKeys(s.privateKeys())
 	})
+}
+
+// privateKeys lists the keys the Server signs with: its own, its latest
+// Chat app's and its service accounts' Google-managed ones.
+func (s *Server) privateKeys() []*rsa.PrivateKey {
+	keys := []*rsa.PrivateKey{s.key}
+	if c := s.chatApp.Load(); c != nil {
+		c.mu.Lock()
+		for _, k := range c.keys {
+			keys = append(keys, k.key)
+		}
+		c.mu.Unlock()
+	}
+	s.mu.Lock()
+	for _, sa := range s.accounts {
+		keys = append(keys, sa.managed)
+	}
+	s.mu.Unlock()
+	return keys
 }
 
 // URL returns the server's base URL, such as "http://127.0.0.1:41234".
