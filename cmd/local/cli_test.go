@@ -4,7 +4,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,17 +21,10 @@ import (
 	"github.com/chatauth/chatauth"
 )
 
-// buildCLI builds cmd/chatauth into a temporary directory.
+// buildCLI builds cmd/chatauth.
 func buildCLI(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "chatauth")
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, goTool(t), "build", "-o", bin, "../chatauth").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build ./cmd/chatauth: %v\n%s", err, out)
-	}
-	return bin
+	return build(t, "../chatauth", "", "chatauth")
 }
 
 // startDemo runs the runner with -demo and returns its base URL, its data
@@ -117,6 +109,7 @@ func cliRun(t *testing.T, bin, stdin string, env []string, args ...string) (int,
 // demo: users, create-space, sign, an ID token, disconnect, the exit codes
 // and the help texts.
 func TestCLI(t *testing.T) {
+	t.Parallel()
 	runner, cli := buildLocal(t, ""), buildCLI(t)
 	base, dataDir, out := startDemo(t, runner)
 	demoConsent(t, base)
@@ -254,6 +247,7 @@ const badClientJSON = `{"web":{"client_id":"id.apps.googleusercontent.com","clie
 // serves; a redirect_uri_mismatch in waiting stops it, with the fix, and
 // it never says it is serving nor binds the port.
 func TestRunnerRefusesBadConfig(t *testing.T) {
+	t.Parallel()
 	bin := buildLocal(t, "")
 	dir := t.TempDir()
 	client := filepath.Join(dir, "client.json")
@@ -283,6 +277,7 @@ func TestRunnerRefusesBadConfig(t *testing.T) {
 // TestCLIDoctor: chatauth doctor reads the environment, prints each
 // finding with its fix and exits 1 on an error, 0 without.
 func TestCLIDoctor(t *testing.T) {
+	t.Parallel()
 	cli := buildCLI(t)
 	dir := t.TempDir()
 	client := filepath.Join(dir, "client.json")

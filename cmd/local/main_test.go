@@ -68,17 +68,67 @@ func goTool(t *testing.T) string {
 }
 
 // buildLocal builds this command, as `go run -tags TAGS ./cmd/local`
-// does, into a temporary directory; tags may be empty.
+// does; tags may be empty.
 func buildLocal(t *testing.T, tags string) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "chatauth-local")
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, goTool(t), "build", "-tags", tags, "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build -tags %q ./cmd/local: %v\n%s", tags, err, out)
+	return build(t, ".", tags, "chatauth-local")
+}
+
+// builds holds the binaries this test binary has built, by package and
+// tags: each is built once, by the first test that needs it, and shared
+// by the tests that run it (each in a process and data directory of its
+// own).
+var builds struct {
+	mu   sync.Mutex
+	dir  string
+	bins map[string]*builtBinary
+}
+
+type builtBinary struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// build returns the binary of the package at pkg built with tags, named
+// name, building it on first use.
+func build(t *testing.T, pkg, tags, name string) string {
+	t.Helper()
+	key := pkg + " " + tags
+	builds.mu.Lock()
+	if builds.bins == nil {
+		builds.bins = map[string]*builtBinary{}
 	}
-	return bin
+	b := builds.bins[key]
+	if b == nil {
+		b = &builtBinary{path: filepath.Join(builds.dir, fmt.Sprint(len(builds.bins)), name)}
+		builds.bins[key] = b
+	}
+	builds.mu.Unlock()
+	b.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, goTool(t), "build", "-tags", tags, "-o", b.path, pkg).CombinedOutput()
+		if err != nil {
+			b.err = fmt.Errorf("go build -tags %q %s: %v\n%s", tags, pkg, err, out)
+		}
+	})
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	return b.path
+}
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "chatauth-local-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	builds.dir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
 }
 
 // childEnv is the test's environment without chatauth's variables, plus
@@ -115,11 +165,17 @@ func command(bin string, args ...string) (cmd *exec.Cmd, stdout, stderr *syncBuf
 // TestDemo runs the README's first command, `go run ./cmd/local -demo`, and
 // goes through the consent flow over HTTP as a browser would: OAuthStart,
 // the fake Google's consent page, Allow, and back to OAuthCallback.
-func TestDemo(t *testing.T) { testDemo(t, "") }
+func TestDemo(t *testing.T) {
+	t.Parallel()
+	testDemo(t, "")
+}
 
 // TestDemoLocalOnly: the demo works as well built with -tags localonly,
 // without Google's gRPC clients.
-func TestDemoLocalOnly(t *testing.T) { testDemo(t, "localonly") }
+func TestDemoLocalOnly(t *testing.T) {
+	t.Parallel()
+	testDemo(t, "localonly")
+}
 
 func testDemo(t *testing.T, tags string) {
 	bin := buildLocal(t, tags)
@@ -297,6 +353,7 @@ func runToExit(t *testing.T, cmd *exec.Cmd, stdout, stderr fmt.Stringer) error {
 // TestNoClientSecrets: without -demo and without client_secrets.json the
 // runner stops at once, and says how to try it offline.
 func TestNoClientSecrets(t *testing.T) {
+	t.Parallel()
 	bin := buildLocal(t, "")
 	cmd, stdout, stderr := command(bin)
 	cmd.Dir = t.TempDir() // no client_secrets.json here
@@ -315,6 +372,7 @@ func TestNoClientSecrets(t *testing.T) {
 // cmd/coldstart measures it, stops before serving when asked for what
 // needs a Google client it leaves out, and says which build to use.
 func TestLocalOnlyRefuses(t *testing.T) {
+	t.Parallel()
 	bin := buildLocal(t, "nodemo,localonly")
 	const fix = "build it without -tags localonly"
 	for _, tc := range []struct {
@@ -352,6 +410,7 @@ func TestLocalOnlyRefuses(t *testing.T) {
 // initialisation a cold start would pay. The full build must link them,
 // or the check would check nothing.
 func TestLocalOnlyLinks(t *testing.T) {
+	t.Parallel()
 	left := []string{
 		"cloud.google.com/go/firestore",
 		"cloud.google.com/go/secretmanager",
@@ -564,6 +623,7 @@ func hasAttr(n *html.Node, key string) bool {
 // its error, not in its hints (the step-4 command reads a file by path) —
 // also when the secret looks like a file name.
 func TestPastedSecretsNotEchoed(t *testing.T) {
+	t.Parallel()
 	bin := buildLocal(t, "nodemo")
 	const hexSecret = "9c3f1e0b7a6d5c4b3a291807f6e5d4c3b2a1908f7e6d5c4b3a2918070f1e2d3c"
 	clientJSON := `{"web":{"client_id":"x.apps.googleusercontent.com","client_secret":"GOCSPX-pasted-client-secret-4711","auth_uri":"https://accounts.google.com/o/oauth2/auth","token_uri":"https://oauth2.googleapis.com/token"}}`
@@ -615,6 +675,7 @@ func TestPastedSecretsNotEchoed(t *testing.T) {
 // connection must end (EOF or reset) before the test's own generous
 // deadline, which only guards against hanging.
 func TestSlowClientsDisconnected(t *testing.T) {
+	t.Parallel()
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		io.WriteString(w, "ok")
@@ -688,6 +749,7 @@ func TestSlowClientsDisconnected(t *testing.T) {
 // the slowest legitimate answers: a CreateSpace that uses its whole 30 s
 // Chat deadline and an OAuthCallback whose token exchange takes its 30 s.
 func TestServeTimeouts(t *testing.T) {
+	t.Parallel()
 	const slowest = 30 * time.Second
 	srv := newHTTPServer(http.NotFoundHandler(), serveTimeouts)
 	for name, d := range map[string]time.Duration{
