@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,7 +22,6 @@ import (
 
 	"github.com/chatauth/chatauth/internal/fakegoogle"
 	"github.com/chatauth/chatauth/internal/fakesecretmanager"
-	"github.com/chatauth/chatauth/internal/fsemulator"
 )
 
 // This file injects the faults of a bad day: each test names the
@@ -37,52 +38,96 @@ func firestoreOf(t *testing.T, s tokenStore) *firestoreStore {
 }
 
 // spaceRequest is a CreateSpace body with a requestId.
-// privateEmulator starts a Firestore emulator for the test alone, for a
-// test that takes Firestore away while the shared emulator serves the
-// tests running beside it; it stops when the test ends. dial returns the
-// client options that reach it (dialEmulator).
-func privateEmulator(t *testing.T) (em *fsemulator.Emulator, dial func() []option.ClientOption) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	em, err := fsemulator.Start(ctx)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("start an emulator of the test's own: %v", err)
-		}
-		t.Skipf("start an emulator of the test's own: %v", err)
-	}
-	t.Cleanup(func() { em.Stop() })
-	dial = func() []option.ClientOption { return dialEmulator(t, em.Host()) }
-	warmEmulator(t, dial())
-	return em, dial
+// firestoreLink is the network between an instance and the shared
+// Firestore emulator, which a test can cut and restore: the instance's
+// connections drop and new ones are refused, as when Firestore is
+// unreachable, while the tests running beside it keep their emulator.
+// The emulator keeps its data across a cut, as Firestore does across an
+// outage.
+type firestoreLink struct {
+	ln     net.Listener
+	target string
+
+	mu    sync.Mutex
+	down  bool
+	conns map[net.Conn]bool
 }
 
-// warmEmulator makes the writes and reads a consent makes on a project of
-// their own, with no bound but the test's. A newly started emulator
-// answers its first transactions slowly while its JVM warms up; the tests
-// that bound their store tightly are not about that.
-func warmEmulator(t *testing.T, opts []option.ClientOption) {
+// newFirestoreLink starts a link to the shared emulator; it closes when
+// the test ends.
+func newFirestoreLink(t *testing.T) *firestoreLink {
 	t.Helper()
-	st, err := openFirestore(t.Context(), testProject+"-warm", "(default)", patientTimeout, opts...)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatalf("open the emulator: %v", err)
+		t.Fatal(err)
 	}
-	defer st.close()
-	for i := range 5 {
-		sub := fmt.Sprint("warm-", i)
-		if err := st.putConsent(t.Context(), sub, func(*tokenRecord) (*tokenRecord, error) {
-			return &tokenRecord{Sub: sub, Email: sub + "@example.com", RefreshToken: "r"}, nil
-		}); err != nil {
-			t.Fatalf("warm the emulator: %v", err)
+	l := &firestoreLink{ln: ln, target: os.Getenv("FIRESTORE_EMULATOR_HOST"), conns: map[net.Conn]bool{}}
+	go l.serve()
+	t.Cleanup(func() {
+		ln.Close()
+		l.Cut()
+	})
+	return l
+}
+
+// options are the client options of an instance behind the link.
+func (l *firestoreLink) options(t *testing.T) []option.ClientOption {
+	return dialEmulator(t, l.ln.Addr().String())
+}
+
+func (l *firestoreLink) serve() {
+	for {
+		in, err := l.ln.Accept()
+		if err != nil {
+			return
 		}
-		if err := st.markStateUsed(t.Context(), sub, time.Now().Add(time.Minute)); err != nil {
-			t.Fatalf("warm the emulator: %v", err)
-		}
-		if _, err := st.tokenByEmail(t.Context(), sub+"@example.com"); err != nil {
-			t.Fatalf("warm the emulator: %v", err)
-		}
+		go l.pipe(in)
 	}
+}
+
+// pipe carries one connection to the emulator, unless the link is down.
+func (l *firestoreLink) pipe(in net.Conn) {
+	out, err := net.Dial("tcp", l.target)
+	if err != nil {
+		in.Close()
+		return
+	}
+	l.mu.Lock()
+	if l.down {
+		l.mu.Unlock()
+		in.Close()
+		out.Close()
+		return
+	}
+	l.conns[in], l.conns[out] = true, true
+	l.mu.Unlock()
+	done := make(chan struct{}, 2)
+	go func() { io.Copy(out, in); done <- struct{}{} }()
+	go func() { io.Copy(in, out); done <- struct{}{} }()
+	<-done
+	in.Close()
+	out.Close()
+	l.mu.Lock()
+	delete(l.conns, in)
+	delete(l.conns, out)
+	l.mu.Unlock()
+}
+
+// Cut drops every connection through the link and refuses new ones.
+func (l *firestoreLink) Cut() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.down = true
+	for c := range l.conns {
+		c.Close()
+	}
+}
+
+// Restore lets connections through again.
+func (l *firestoreLink) Restore() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.down = false
 }
 
 func spaceRequest(name, requestID string) string {
@@ -107,28 +152,23 @@ func timed(f func()) time.Duration {
 	return time.Since(start)
 }
 
-// TestFaultFirestoreOutage stops the Firestore emulator in the middle of a
-// run and starts it again. While it is away a user in the instance's token
+// TestFaultFirestoreOutage cuts the instance off from Firestore in the
+// middle of a run and restores the link. While it is away a user in the instance's token
 // cache is still served, until the cache's bound; after that every
 // function that needs the store answers 503 with Retry-After within the
 // store's bound, and spends nothing upstream: no space is created, no code
 // is redeemed, nothing is revoked. OAuthStart needs no store and still
 // starts consents. Once it is
 // back the same server instance — no restart of the function — serves
-// again. The emulator keeps its data in memory, so it comes back empty (a
-// real Firestore outage loses nothing); the consent that was under way
-// completes, and the refused request, retried with its requestId, creates
-// the space once.
-//
-// The emulator it stops is its own, so the tests running beside it keep
-// theirs.
+// again: the consent that was under way completes, and the refused
+// request, retried with its requestId, creates the space once.
 func TestFaultFirestoreOutage(t *testing.T) {
 	t.Parallel()
 	e := newTestEnv(t, storeFirestore)
-	emulator, dial := privateEmulator(t)
+	link := newFirestoreLink(t)
 	// A cache bound of a minute, so that the cached create below cannot
 	// outlive it on a slow machine.
-	e.restart(func(o *serverOptions) { o.tokenCacheTTL = time.Minute; o.firestore = dial() })
+	e.restart(func(o *serverOptions) { o.tokenCacheTTL = time.Minute; o.firestore = link.options(t) })
 	const bound = 2 * time.Second
 	firestoreOf(t, e.srv.store).timeout = bound
 	e.connect()
@@ -138,9 +178,7 @@ func TestFaultFirestoreOutage(t *testing.T) {
 	pending := newBrowser(t)
 	callback := e.startConsent(pending, aliceEmail) // a consent under way when Firestore goes
 
-	if err := emulator.Stop(); err != nil {
-		t.Fatalf("stop the emulator: %v", err)
-	}
+	link.Cut()
 
 	// A user this instance served within the token cache's bound is
 	// served again without the store.
@@ -202,13 +240,7 @@ func TestFaultFirestoreOutage(t *testing.T) {
 		t.Errorf("a space was created during the outage: %+v", got)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	down := time.Now()
-	if err := emulator.Restart(ctx); err != nil {
-		t.Fatalf("restart the emulator: %v", err)
-	}
-	t.Logf("the emulator was back after %v", time.Since(down).Round(time.Millisecond))
+	link.Restore()
 
 	// The same instance recovers: poll a store read (CreateSpace for a
 	// user nobody connected, which touches nothing else) until Firestore
@@ -230,10 +262,10 @@ func TestFaultFirestoreOutage(t *testing.T) {
 	}
 	t.Logf("the service recovered %v after Firestore's return, with no restart", time.Since(back).Round(time.Millisecond))
 
-	// The emulator came back empty. The consent under way when Firestore
-	// went still completes: the refused callback marked nothing and kept
-	// its cookie, and its code was not spent. Then the refused request is
-	// retried with its requestId.
+	// The consent under way when Firestore went still completes: the
+	// refused callback marked nothing (a marker would refuse it now) and
+	// kept its cookie, and its code was not spent. Then the refused
+	// request is retried with its requestId.
 	b := newBrowser(t)
 	b.cookies = pending.cookies
 	if resp, body := b.get(callback.String()); resp.StatusCode != http.StatusOK {
@@ -252,15 +284,15 @@ func TestFaultFirestoreOutage(t *testing.T) {
 	}
 }
 
-// TestFaultFirestoreLostMidCallback stops Firestore while a callback waits
+// TestFaultFirestoreLostMidCallback cuts Firestore off while a callback waits
 // for Google's token endpoint: the state is consumed, the code redeemed,
 // and the store write fails. The answer is 503 with Retry-After, and no
 // record — partial or whole — exists for the user afterwards.
 func TestFaultFirestoreLostMidCallback(t *testing.T) {
 	t.Parallel()
 	e := newTestEnv(t, storeFirestore)
-	emulator, dial := privateEmulator(t)
-	e.restart(func(o *serverOptions) { o.firestore = dial() })
+	link := newFirestoreLink(t)
+	e.restart(func(o *serverOptions) { o.firestore = link.options(t) })
 	firestoreOf(t, e.srv.store).timeout = 2 * time.Second
 	b := newBrowser(t)
 	callback := e.startConsent(b, aliceEmail)
@@ -291,9 +323,7 @@ func TestFaultFirestoreLostMidCallback(t *testing.T) {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	if err := emulator.Stop(); err != nil {
-		t.Fatalf("stop the emulator: %v", err)
-	}
+	link.Cut()
 	<-done
 	if rerr != nil {
 		t.Fatalf("callback: %v", rerr)
@@ -304,11 +334,7 @@ func TestFaultFirestoreLostMidCallback(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
 		t.Errorf("callback with Firestore gone mid-way: got %d (Retry-After %q), want 503 with Retry-After: %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	if err := emulator.Restart(ctx); err != nil {
-		t.Fatalf("restart the emulator: %v", err)
-	}
+	link.Restore()
 	e.google.SetTokenLatency(0)
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 		_, err := e.srv.store.getToken(context.Background(), aliceSub)

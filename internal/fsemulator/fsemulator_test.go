@@ -110,11 +110,32 @@ func TestEmulator(t *testing.T) {
 		t.Errorf("Get after Reset: got %v, want code NotFound", err)
 	}
 
+	// The fault tests' pattern: Firestore goes away under a client and
+	// comes back on the same address, and the same client recovers.
+	if err := e.Stop(); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	down, cancelDown := context.WithTimeout(ctx, time.Second)
+	_, err = doc.Get(down)
+	cancelDown()
+	if err == nil {
+		t.Fatal("Get while stopped: got nil error, want one")
+	}
 	if err := e.Restart(ctx); err != nil {
-		t.Fatalf("Restart: %v", err)
+		t.Fatalf("Restart after Stop: %v", err)
 	}
 	if got := e.Host(); got != host {
 		t.Errorf("got Host %q after Restart, want %q", got, host)
+	}
+	// gRPC reconnects with back-off, so the first calls may still fail.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		_, err = doc.Set(ctx, map[string]any{"n": 2})
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("Set with the old client after Restart: %v", err)
 	}
 	c2 := newClient(ctx, t)
 	doc2 := c2.Collection("things").Doc("b")
@@ -217,53 +238,10 @@ func procs(t *testing.T) []proc {
 	return out
 }
 
-// TestStopAndBack is the fault test's pattern: Firestore goes away under a
-// client and comes back on the same address, and the same client recovers.
-func TestStopAndBack(t *testing.T) {
-	requireEmulator(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	e, err := Start(ctx)
-	if err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	t.Cleanup(func() { e.Stop() })
-	t.Setenv("FIRESTORE_EMULATOR_HOST", e.Host())
-	doc := newClient(ctx, t).Collection("things").Doc("a")
-	if _, err := doc.Set(ctx, map[string]any{"n": 1}); err != nil {
-		t.Fatalf("Set: %v", err)
-	}
-
-	if err := e.Stop(); err != nil {
-		t.Fatalf("Stop: %v", err)
-	}
-	down, cancelDown := context.WithTimeout(ctx, time.Second)
-	_, err = doc.Get(down)
-	cancelDown()
-	if err == nil {
-		t.Fatal("Get while stopped: got nil error, want one")
-	}
-
-	if err := e.Restart(ctx); err != nil {
-		t.Fatalf("Restart after Stop: %v", err)
-	}
-	// gRPC reconnects with back-off, so the first calls may still fail.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		_, err = doc.Set(ctx, map[string]any{"n": 2})
-		if err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatalf("Set with the old client after Restart: %v", err)
-	}
-}
-
 // TestPortTaken checks that a start on a taken port is recognised as such,
 // which is what makes Start move to another port, and leaves nothing behind.
 func TestPortTaken(t *testing.T) {
+	t.Parallel()
 	requireEmulator(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -319,6 +297,7 @@ func TestDiesWithItsStarter(t *testing.T) {
 		syscall.Kill(os.Getpid(), syscall.SIGKILL) // no cleanup of any kind
 		select {}
 	}
+	t.Parallel()
 	requireEmulator(t)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestDiesWithItsStarter$")
 	cmd.Env = append(os.Environ(), "FSEMULATOR_STARTER=1")
