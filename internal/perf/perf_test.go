@@ -70,8 +70,10 @@ func refused(port int) bool {
 }
 
 func TestRunLoad(t *testing.T) {
+	t.Parallel()
 	for _, store := range []string{StoreLocal, StoreFirestore} {
 		t.Run(store, func(t *testing.T) {
+			t.Parallel()
 			b := binaries(t)
 			if store == StoreFirestore {
 				needEmulator(t)
@@ -120,8 +122,10 @@ func TestRunLoad(t *testing.T) {
 }
 
 func TestRunColdStart(t *testing.T) {
+	t.Parallel()
 	for _, store := range []string{StoreLocal, StoreFirestore} {
 		t.Run(store, func(t *testing.T) {
+			t.Parallel()
 			b := binaries(t)
 			if store == StoreFirestore {
 				needEmulator(t)
@@ -145,6 +149,7 @@ func TestRunColdStart(t *testing.T) {
 
 // TestNothingOutlives: a spawned process group is gone after Stop.
 func TestNothingOutlives(t *testing.T) {
+	t.Parallel()
 	b := binaries(t)
 	port, err := FreePort()
 	if err != nil {
@@ -166,6 +171,7 @@ func TestNothingOutlives(t *testing.T) {
 }
 
 func TestPercentileAndMedian(t *testing.T) {
+	t.Parallel()
 	r := &DriveResult{}
 	for i := 1; i <= 100; i++ {
 		r.Latencies = append(r.Latencies, time.Duration(i))
