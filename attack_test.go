@@ -25,11 +25,12 @@ import (
 	"github.com/chatauth/chatauth/internal/fakegoogle"
 )
 
-// This file attacks the whole service through the Functions Framework the
-// way an adversary would: every row sends one hostile request and
-// checks the exact status and JSON error, that no token was stored or
-// changed, that no upstream call was made that should not have been, that
-// no secret came back and that nothing redirected off the configured hosts.
+// This file attacks the whole service over HTTP, through the handlers the
+// Functions Framework registers, the way an adversary would: every row
+// sends one hostile request and checks the exact status and JSON error,
+// that no token was stored or changed, that no upstream call was made that
+// should not have been, that no secret came back and that nothing
+// redirected off the configured hosts.
 // TESTING.md lists what is attacked and why.
 
 const (
