@@ -1,9 +1,13 @@
 package chatauth
 
 import (
+	"bytes"
 	"encoding/json"
+	"io/fs"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -40,6 +44,7 @@ func (c *chatEnv) addOnBody(classic, systemIDToken string) string {
 	}
 	access, _ := c.google.IssueTokens(aliceSub, scopeChatCreate)
 	sensitive.add(access, addOnUserIDToken, systemIDToken)
+	c.userTokens = append(c.userTokens, access, addOnUserIDToken)
 	ev["authorizationEventObject"] = map[string]any{"systemIdToken": systemIDToken, "userIdToken": addOnUserIDToken, "userOAuthToken": access}
 	return mustJSON(ev)
 }
@@ -142,12 +147,17 @@ func TestChatEventsAddOnConsentLoop(t *testing.T) {
 			if again := c.send(msg); !strings.Contains(again.Text, sp.SpaceURI) || len(c.google.Spaces()) != 1 {
 				t.Errorf("redelivery: answer %q, %d spaces; want the same space and 1", again.Text, len(c.google.Spaces()))
 			}
-			// The stored consent is the one Google issued at the consent,
-			// never the event's token.
-			for _, tok := range []string{rec.AccessToken, rec.RefreshToken} {
-				if strings.Contains(c.logs.String(), tok) {
-					t.Error("a stored token appears in the logs")
+			// The user's tokens from the events are in no answer, and
+			// neither in the stored record nor, for the embedded store,
+			// anywhere in its files (the log audit checks the logs).
+			stored := rec.AccessToken + rec.RefreshToken
+			for _, tok := range c.userTokens {
+				if strings.Contains(prompt.raw+got.raw, tok) || strings.Contains(stored, tok) {
+					t.Error("a user token from an add-on event was echoed or stored")
 				}
+			}
+			if kind == storeLocal {
+				checkFilesLack(t, c.cfg.DataDir, c.userTokens)
 			}
 		})
 	}
@@ -387,5 +397,30 @@ func TestAddOnEventFormat(t *testing.T) {
 	}
 	if u, _ := url.Parse(chatRedirect); !chatRedirectAllowed(u.String()) {
 		t.Error("the test redirect is not on the allow-list")
+	}
+}
+
+// checkFilesLack fails the test if a file under dir contains one of vals.
+func checkFilesLack(t *testing.T, dir string, vals []string) {
+	t.Helper()
+	n := 0
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		n++
+		for _, v := range vals {
+			if bytes.Contains(b, []byte(v)) {
+				t.Errorf("%s holds a user token from an add-on event", path)
+			}
+		}
+		return nil
+	})
+	if err != nil || n == 0 {
+		t.Fatalf("read the store's files under %s: %v (%d files)", dir, err, n)
 	}
 }

@@ -35,6 +35,9 @@ type chatEnv struct {
 	*testEnv
 	app  *fakegoogle.ChatApp
 	mode string
+	// userTokens are the user's tokens sent in add-on events
+	// (authorizationEventObject), which must be found nowhere.
+	userTokens []string
 }
 
 func newChatEnv(t *testing.T, storeKind, mode string, opts ...func(*serverOptions)) *chatEnv {
