@@ -521,6 +521,8 @@ func FuzzIDToken(f *testing.F) {
 		v.google.MintIDToken(callerClaims(now, map[string]any{"email_verified": "true"})),
 		v.chat.EndpointToken(fuzzChatEndpoint, nil),
 		v.chat.ProjectToken(fuzzChatProject, nil),
+		v.chat.AddOnToken(fuzzChatEndpoint, fuzzChatProject, nil),
+		v.chat.AddOnToken(fuzzChatEndpoint, "111111111111", nil),
 		good[:strings.LastIndex(good, ".")+1],
 		"eyJhbGciOiJub25lIn0.eyJhdWQiOiJ4In0.",
 		"not.a.jwt",
