@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"time"
 )
@@ -28,11 +29,13 @@ const (
 	// ChatCertsURL is the production URL of ChatCertsPath.
 	ChatCertsURL = "https://www.googleapis.com" + ChatCertsPath
 	// ChatTokenPath is the fake's own endpoint, not Google's, that mints
-	// the bearer token Google Chat sends a Chat app with the "Project
-	// number" audience setting, so that a process other than the one
-	// holding the ChatApp (a shell in the offline demo) can send a Chat
-	// event. POST {"audience": "<project number>"} answers {"token": …},
-	// the shape of IAM Credentials' generateIdToken.
+	// the bearer token Google Chat sends a Chat app, so that a process
+	// other than the one holding the ChatApp (a shell in the offline demo)
+	// can send a Chat event. POST {"audience": "<project number>"} mints
+	// the "Project number" token, {"audience": "<endpoint URL>"} the "HTTP
+	// endpoint URL" one, and {"audience": "<endpoint URL>",
+	// "addOnProject": "<project number>"} a Workspace add-on's; each
+	// answers {"token": …}, the shape of IAM Credentials' generateIdToken.
 	ChatTokenPath = "/fakegoogle/v1/chat:generateToken"
 
 	// AddOnAgentDomain is the domain of every Google Cloud project's
@@ -110,8 +113,10 @@ func (s *Server) handleChatCerts(w http.ResponseWriter, r *http.Request) {
 	c.ServeHTTP(w, r)
 }
 
-// handleChatToken serves POST ChatTokenPath: the latest ChatApp's
-// ProjectToken for the audience given.
+// handleChatToken serves POST ChatTokenPath: the latest ChatApp's token
+// for the audience given: with addOnProject, the AddOnToken of that
+// project for the endpoint URL in audience; else, for an http(s) URL, the
+// EndpointToken; else the ProjectToken for a project number.
 func (s *Server) handleChatToken(w http.ResponseWriter, r *http.Request) {
 	c := s.chatApp.Load()
 	if c == nil {
@@ -132,12 +137,16 @@ func (s *Server) handleChatToken(w http.ResponseWriter, r *http.Request) {
 		invalidArgument("audience is required: the Chat app's project number.").write(w)
 		return
 	}
-	if in.AddOnProject != "" {
-		// An add-on's token: the audience is the endpoint URL.
-		writeJSON(w, http.StatusOK, map[string]string{"token": c.AddOnToken(in.Audience, in.AddOnProject, nil)})
-		return
+	var tok string
+	switch {
+	case in.AddOnProject != "":
+		tok = c.AddOnToken(in.Audience, in.AddOnProject, nil)
+	case strings.HasPrefix(in.Audience, "http://") || strings.HasPrefix(in.Audience, "https://"):
+		tok = c.EndpointToken(in.Audience, nil)
+	default:
+		tok = c.ProjectToken(in.Audience, nil)
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"token": c.ProjectToken(in.Audience, nil)})
+	writeJSON(w, http.StatusOK, map[string]string{"token": tok})
 }
 
 // RotateKey adds a new signing key, as Google rotates service account

@@ -61,6 +61,13 @@ func NewConfigCompleteURL() string {
 // configCompleteRedirectUrl is on chat.google.com's ConfigCompletePath is
 // remembered, so that opening that URL (ServeHTTP) sends it again.
 func (c *ChatApp) Send(ctx context.Context, ep Endpoint, event []byte) (Answer, error) {
+	return c.send(ctx, ep, event, true)
+}
+
+// send delivers event; remember says whether its configCompleteRedirectUrl
+// may send it again (not when it is that re-sending: one redirect, one
+// re-send).
+func (c *ChatApp) send(ctx context.Context, ep Endpoint, event []byte, remember bool) (Answer, error) {
 	var tok string
 	body := event
 	switch {
@@ -79,7 +86,7 @@ func (c *ChatApp) Send(ctx context.Context, ep Endpoint, event []byte) (Answer, 
 		Redirect string `json:"configCompleteRedirectUrl"`
 	}
 	_ = json.Unmarshal(event, &head)
-	if strings.HasPrefix(head.Redirect, "https://chat.google.com"+ConfigCompletePath+"?") {
+	if remember && strings.HasPrefix(head.Redirect, "https://chat.google.com"+ConfigCompletePath+"?") {
 		c.mu.Lock()
 		if c.sent == nil {
 			c.sent = map[string]sentEvent{}
@@ -137,7 +144,7 @@ func (c *ChatApp) serveConfigComplete(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "This configuration link is not valid.", http.StatusNotFound)
 		return
 	}
-	a, err := c.Send(r.Context(), sent.ep, sent.event)
+	a, err := c.send(r.Context(), sent.ep, sent.event, false)
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	if err != nil {
 		w.WriteHeader(http.StatusBadGateway)
