@@ -255,7 +255,9 @@ func TestChatEventsAddOnRefused(t *testing.T) {
 		why               string // in the logged reason, for 401s
 	}{
 		{"another project's add-on agent", addOn(func(m map[string]any) { m["email"] = fakegoogle.AddOnServiceAgent("111111111111") }), "", 401, statusUnauthenticated, "Google Chat bearer token", "project 111111111111, not of project " + addOnProject},
-		{"add-on agent lookalike domain", addOn(func(m map[string]any) { m["email"] = "service-" + addOnProject + "@" + fakegoogle.AddOnAgentDomain + ".evil.example" }), "", 401, statusUnauthenticated, "Google Chat bearer token", "not an allowed signer"},
+		{"add-on agent lookalike domain", addOn(func(m map[string]any) {
+			m["email"] = "service-" + addOnProject + "@" + fakegoogle.AddOnAgentDomain + ".evil.example"
+		}), "", 401, statusUnauthenticated, "Google Chat bearer token", "not an allowed signer"},
 		{"add-on agent of a non-numeric project", addOn(func(m map[string]any) { m["email"] = "service-evil@" + fakegoogle.AddOnAgentDomain }), "", 401, statusUnauthenticated, "Google Chat bearer token", "not an allowed signer"},
 		{"any service account", addOn(func(m map[string]any) { m["email"] = "mallory@evil-project.iam.gserviceaccount.com" }), "", 401, statusUnauthenticated, "Google Chat bearer token", "Google Chat signs as " + chatServiceAccount + " or " + addOnAgent(addOnProject)},
 		{"wrong audience", addOn(func(m map[string]any) { m["aud"] = "https://other.example/ChatEvents" }), "", 401, statusUnauthenticated, "Google Chat bearer token", `the token is for "https://other.example/ChatEvents", CHAT_AUDIENCE is "` + chatEndpointURL + `"`},
