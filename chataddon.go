@@ -8,10 +8,11 @@ import (
 
 // A Chat app built as a Google Workspace add-on calls the same ChatEvents
 // endpoint with another event object, expects another answer envelope,
-// and signs its requests as another account: the project's add-on service
-// agent (README.md, "The Chat app"; openapi.yaml, ChatEvents). This file
-// holds what differs; everything else (commands, the consent prompt and
-// its ticket, the Chat-user check) is the classic Chat app's.
+// and signs its requests as another account: the project's add-on
+// service agent (README.md, "Use it as a Google Chat app"; openapi.yaml,
+// ChatEvents). This file holds what differs; everything else (commands,
+// the consent prompt and its ticket, the Chat-user check) is the classic
+// Chat app's.
 
 const (
 	// addOnAgentDomain is the domain of every project's Workspace add-on
@@ -134,9 +135,10 @@ func parseChatEvent(body []byte, verified chatFormat) (*chatEvent, error) {
 	return b.addOnEvent()
 }
 
-// addOnEvent maps an add-on event onto the classic event (README.md, "The
-// Chat app"): the payload's kind becomes the type, its message, command
-// metadata and configCompleteRedirectUri the classic fields.
+// addOnEvent maps an add-on event onto the classic event, as Google's
+// conversion guide pairs their fields: the payload's kind becomes the
+// type, its message, command metadata and configCompleteRedirectUri the
+// classic fields.
 func (b *chatEventBody) addOnEvent() (*chatEvent, error) {
 	if b.CommonEventObject != nil && b.CommonEventObject.HostApp != "" && b.CommonEventObject.HostApp != "CHAT" {
 		return nil, errorf(statusInvalidArgument, "the add-on event is from %s, not Google Chat (commonEventObject.hostApp must be CHAT); ChatEvents answers Google Chat only", quoteShort(b.CommonEventObject.HostApp))
