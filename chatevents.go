@@ -514,9 +514,11 @@ const chatUsage = "• `/createspace Launch review @Bob @Carol` (or write `creat
 	"• `/disconnect` takes back the permission you gave me.\n" +
 	"The first time, I ask you to connect your Google account: click Configure and allow “Create conversations and spaces”."
 
-// handleChatEvents serves POST /ChatEvents: Google Chat's interaction
-// events for the chatauth Chat app. The bearer token is verified before
-// the body is even read. After that every answer is 200 with a Chat
+// handleChatEvents serves POST /ChatEvents: Google Chat's events for the
+// chatauth Chat app, as interaction events or, for an app built as a
+// Workspace add-on, as add-on event objects (chataddon.go), each answered
+// in its own format. The bearer token is verified before the body is
+// even read, and the body must be in the format of the signer verified. After that every answer is 200 with a Chat
 // message, so that the user always learns what happened: a failure
 // they can act on is explained, and a 500 would only show "not
 // responding".
