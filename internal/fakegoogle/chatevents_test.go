@@ -35,11 +35,11 @@ func claimsOf(t *testing.T, tok string, key *rsa.PublicKey) map[string]any {
 	return claims
 }
 
-// TestChatTokenKinds: ChatTokenPath mints, besides the "Project number"
+// TestChatTokenAddOnAndEndpoint: ChatTokenPath mints, besides the "Project number"
 // token, the "HTTP endpoint URL" token and an add-on's, each signed by
 // Google's OAuth key (published at /oauth2/v3/certs) with its signer's
 // email.
-func TestChatTokenKinds(t *testing.T) {
+func TestChatTokenAddOnAndEndpoint(t *testing.T) {
 	g := newTestServer(t, Options{})
 	if _, err := NewChatApp(g); err != nil {
 		t.Fatal(err)
@@ -118,10 +118,10 @@ func TestAddOnEventMapping(t *testing.T) {
 	}
 }
 
-// TestSendAndConfigComplete: Send posts each format signed as its signer;
+// TestSendAddOnAndConfigComplete: Send posts each format signed as its signer;
 // opening an event's configCompleteRedirectUrl on chat.google.com (through
 // Transport) sends that event again, once.
-func TestSendAndConfigComplete(t *testing.T) {
+func TestSendAddOnAndConfigComplete(t *testing.T) {
 	g := newTestServer(t, Options{})
 	app, err := NewChatApp(g)
 	if err != nil {
