@@ -180,7 +180,7 @@ func TestChatEventsAddOnCommands(t *testing.T) {
 		{"not a user id", chatMsg{user: "users/app", text: "create space X"}, "I can only act for a person"},
 		{"no name", chatMsg{text: "/createspace", slash: createCommandID}, "Tell me the new space's name"},
 		{"plain text create", chatMsg{text: "create space Plain words"}, "Created the space “Plain words”"},
-		{"quick command", chatMsg{text: "Quick one", appCmd: createCommandID}, "Created the space “Quick one”"},
+		{"an APP_COMMAND slash command", chatMsg{text: "Quick one", appCmd: createCommandID}, "Created the space “Quick one”"},
 		{"unknown command", chatMsg{text: "/other x", slash: 7}, "I did not understand that"},
 		{"name with <users/all>", chatMsg{text: "create space <users/all> party"}, "‹users/all› party"},
 	} {
