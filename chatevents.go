@@ -518,10 +518,10 @@ const chatUsage = "• `/createspace Launch review @Bob @Carol` (or write `creat
 // chatauth Chat app, as interaction events or, for an app built as a
 // Workspace add-on, as add-on event objects (chataddon.go), each answered
 // in its own format. The bearer token is verified before the body is
-// even read, and the body must be in the format of the signer verified. After that every answer is 200 with a Chat
-// message, so that the user always learns what happened: a failure
-// they can act on is explained, and a 500 would only show "not
-// responding".
+// even read, and the body must be in the format of the signer verified.
+// After that every answer is 200 with a Chat message, so that the user
+// always learns what happened: a failure they can act on is explained,
+// and a 500 would only show "not responding".
 func (s *server) handleChatEvents(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	if s.chatAuth == nil {
