@@ -120,7 +120,7 @@ func newAttackEnv(t *testing.T) *attackEnv {
 	e := newTestEnv(t, storeFirestore, func(c *Config) {
 		c.AllowedAudiences = []string{attackAudience}
 		c.TrustedCallers = []string{attackTrusted}
-		c.ChatAudienceType, c.ChatAudience = chatAudienceEndpoint, chatEndpointURL
+		c.ChatAudienceType, c.ChatAudience, c.ChatProjectNumber = chatAudienceEndpoint, chatEndpointURL, addOnProject
 	})
 	e.google.AddUser(fakegoogle.User{Email: malloryEmail, EmailVerified: true})
 	return &attackEnv{testEnv: e, t: t, victim: newBrowser(t), attacker: newBrowser(t)}
@@ -1004,8 +1004,10 @@ func inputAttacks() []attackCase {
 }
 
 // chatAttacks send ChatEvents requests that do not come from Google Chat.
-// Only Chat's own token, for this endpoint, lets an event act for the user
-// it names; anything else is refused before the body is read.
+// Only Chat's own token, or this project's add-on service agent's, for
+// this endpoint, lets an event act for the user it names; anything else
+// is refused before the body is read. A body in the other signer's format,
+// or in neither, is refused too.
 func chatAttacks() []attackCase {
 	body := chatMsg{text: "/createspace Not from Chat", slash: createCommandID}.json()
 	// chatToken is Chat's bearer token for the endpoint, with edit applied.
@@ -1016,6 +1018,23 @@ func chatAttacks() []attackCase {
 				a.t.Fatal(err)
 			}
 			return a.webhook("ChatEvents", body, "Authorization", "Bearer "+app.EndpointToken(chatEndpointURL, edit))
+		}
+	}
+	// addOnEvent is the same command as a Workspace add-on event.
+	ab, err := fakegoogle.AddOnEvent([]byte(body), "")
+	if err != nil {
+		panic(err)
+	}
+	addOnEvent := string(ab)
+	// addOnToken sends ev with the add-on service agent's token for the
+	// endpoint, with edit applied.
+	addOnToken := func(ev string, edit func(map[string]any)) func(a *attackEnv) *http.Request {
+		return func(a *attackEnv) *http.Request {
+			app, err := fakegoogle.NewChatApp(a.google)
+			if err != nil {
+				a.t.Fatal(err)
+			}
+			return a.webhook("ChatEvents", ev, "Authorization", "Bearer "+app.AddOnToken(chatEndpointURL, addOnProject, edit))
 		}
 	}
 	const un = statusUnauthenticated
@@ -1044,6 +1063,25 @@ func chatAttacks() []attackCase {
 			req.Method = http.MethodGet
 			return req
 		}), 405, statusMethodNotAllowed, 0},
+		{"add-on event signed by another project's add-on agent", just(addOnToken(addOnEvent, func(c map[string]any) { c["email"] = fakegoogle.AddOnServiceAgent("111111111111") })), 401, un, 0},
+		{"add-on event signed by a lookalike of the add-on agent", just(addOnToken(addOnEvent, func(c map[string]any) { c["email"] = addOnAgent(addOnProject) + ".evil.example" })), 401, un, 0},
+		{"add-on agent's token for another endpoint", just(addOnToken(addOnEvent, func(c map[string]any) { c["aud"] = "https://evil.example/ChatEvents" })), 401, un, 0},
+		{"add-on agent's token, email unverified", just(addOnToken(addOnEvent, func(c map[string]any) { c["email_verified"] = false })), 401, un, 0},
+		{"classic event under the add-on agent's token", just(addOnToken(body, nil)), 401, un, 0},
+		{"add-on event under Chat's own token", just(func(a *attackEnv) *http.Request {
+			req := chatToken(nil)(a)
+			req.Body, req.ContentLength = io.NopCloser(strings.NewReader(addOnEvent)), int64(len(addOnEvent))
+			return req
+		}), 401, un, 0},
+		{"unsigned add-on event carrying the victim's OAuth token", just(func(a *attackEnv) *http.Request {
+			access, _ := a.google.IssueTokens(aliceSub, scopeChatCreate)
+			sensitive.add(access)
+			ev := strings.Replace(addOnEvent, `"systemIdToken":""`, `"systemIdToken":"","userOAuthToken":"`+access+`"`, 1)
+			return a.webhook("ChatEvents", ev)
+		}), 401, un, 0},
+		{"add-on event from another host app", just(addOnToken(strings.Replace(addOnEvent, `"hostApp":"CHAT"`, `"hostApp":"DRIVE"`, 1), nil)), 400, statusInvalidArgument, 0},
+		{"add-on event without a payload", just(addOnToken(`{"commonEventObject":{"hostApp":"CHAT"},"chat":{"user":{"name":"users/`+aliceSub+`","type":"HUMAN"}}}`, nil)), 400, statusInvalidArgument, 0},
+		{"event in neither format", just(addOnToken(`{"message":{"text":"create space X"}}`, nil)), 400, statusInvalidArgument, 0},
 		{"event over 64 KiB", just(func(a *attackEnv) *http.Request {
 			req := chatToken(nil)(a)
 			big := chatMsg{text: "/createspace " + strings.Repeat("x", 70<<10), slash: createCommandID}.json()

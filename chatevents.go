@@ -105,19 +105,30 @@ func checkChatAudience(typ, aud string) []string {
 // issuer accounts.google.com, audience the endpoint URL, email
 // chat@system.gserviceaccount.com, verified. The email check is what
 // matters most: anyone with a Google service account can get an ID token
-// for any audience, but only Chat's carries Chat's email.
+// for any audience, but only Chat's carries Chat's email. A Chat app
+// built as a Google Workspace add-on sends the same kind of token with
+// its project's add-on service agent as the email; that signer is
+// accepted only when CHAT_PROJECT_NUMBER names the project, and then for
+// add-on events only.
 //
 // With PROJECT_NUMBER, Chat sends a JWT issued by
 // chat@system.gserviceaccount.com itself, audience the project number,
 // signed by one of that service account's published keys.
 type chatAuth struct {
-	tokens *idTokenVerifier
+	audienceType, audience string
+	classic                *idTokenVerifier
+	// addOn verifies the add-on service agent's tokens; nil unless
+	// CHAT_PROJECT_NUMBER is set.
+	addOn         *idTokenVerifier
+	projectNumber string
 }
 
-// newChatAuth builds the verifier; client fetches Google's keys (tests
+// newChatAuth builds the verifiers; client fetches Google's keys (tests
 // point it at the fake), and certsURL is where chat@system's certificates
-// are published: chatCertsURL, or CHAT_CERTS_URL's stand-in.
-func newChatAuth(ctx context.Context, audienceType, audience string, client *http.Client, certsURL string, now func() time.Time) (*chatAuth, error) {
+// are published: chatCertsURL, or CHAT_CERTS_URL's stand-in. projectNumber
+// is CHAT_PROJECT_NUMBER, empty for no add-on.
+func newChatAuth(ctx context.Context, audienceType, audience, projectNumber string, client *http.Client, certsURL string, now func() time.Time) (*chatAuth, error) {
+	a := &chatAuth{audienceType: audienceType, audience: audience, projectNumber: projectNumber}
 	p := idTokenPolicy{audiences: []string{audience}, audienceHint: "CHAT_AUDIENCE"}
 	switch audienceType {
 	case chatAudienceEndpoint:
@@ -128,14 +139,23 @@ func newChatAuth(ctx context.Context, audienceType, audience string, client *htt
 		p.issuers = []string{googleIssuer, "accounts.google.com"}
 		p.signers = []string{chatServiceAccount}
 		p.keys = keys
+		if projectNumber != "" {
+			addOn := p
+			addOn.signers = []string{addOnAgent(projectNumber)}
+			a.addOn = newIDTokenVerifier(addOn, now)
+		}
 	case chatAudienceProject:
+		if projectNumber != "" {
+			return nil, errors.New("chat events: CHAT_PROJECT_NUMBER needs CHAT_AUDIENCE_TYPE=" + chatAudienceEndpoint)
+		}
 		p.issuers = []string{chatServiceAccount}
 		p.keys = &serviceAccountKeys{account: chatServiceAccount, what: "Google Chat's signing keys",
 			certs: &chatCerts{url: certsURL, client: client, now: now}}
 	default:
 		return nil, fmt.Errorf("chat events: audience type %q", audienceType)
 	}
-	return &chatAuth{tokens: newIDTokenVerifier(p, now)}, nil
+	a.classic = newIDTokenVerifier(p, now)
+	return a, nil
 }
 
 // notFromChat is the refusal of a request that does not prove it comes
@@ -144,22 +164,73 @@ func notFromChat(format string, args ...any) *Error {
 	return wrapError(statusUnauthenticated, fmt.Errorf(format, args...), "the request does not carry a valid Google Chat bearer token")
 }
 
-// verify checks r's bearer token. A refusal is UNAUTHENTICATED and says
-// only that the token is not Chat's, the reason kept for the logs; only a
-// failure to fetch the signing keys is UNAVAILABLE, since the token may
-// well be good.
-func (a *chatAuth) verify(ctx context.Context, r *http.Request) error {
+// verify checks r's bearer token and returns the event format its signer
+// sends. A refusal is UNAUTHENTICATED and says only that the token is not
+// Chat's, the reason kept for the logs with what to change when the
+// configuration is what differs; only a failure to fetch the signing keys
+// is UNAVAILABLE, since the token may well be good.
+//
+// The email the token claims only chooses which policy judges it: a token
+// naming an add-on service agent is judged by the add-on policy alone,
+// any other by the classic one, and each policy checks the signature.
+func (a *chatAuth) verify(ctx context.Context, r *http.Request) (chatFormat, error) {
 	authz := r.Header["Authorization"]
 	if len(authz) != 1 {
-		return notFromChat("%d Authorization headers", len(authz))
+		return 0, notFromChat("%d Authorization headers", len(authz))
 	}
-	if _, err := a.tokens.verify(ctx, authz[0]); err != nil {
-		if e := asError(err); e.Status != statusUnauthenticated {
-			return e
+	claimed := unverifiedClaims(authz[0])
+	v, format := a.classic, formatClassic
+	if n, ok := addOnAgentProject(claimed.Email); ok {
+		switch {
+		case a.addOn == nil && a.audienceType == chatAudienceEndpoint:
+			return 0, notFromChat("the token is from %s, the Google Workspace add-on service agent of project %s, but CHAT_PROJECT_NUMBER is not set: if this deployment's Chat app is that project's add-on, set CHAT_PROJECT_NUMBER=%s", claimed.Email, n, n)
+		case a.addOn == nil:
+			return 0, notFromChat("the token is from %s, a Google Workspace add-on service agent, but CHAT_AUDIENCE_TYPE is %s: an add-on Chat app needs CHAT_AUDIENCE_TYPE=%s, CHAT_AUDIENCE set to its HTTP endpoint URL and CHAT_PROJECT_NUMBER", claimed.Email, a.audienceType, chatAudienceEndpoint)
+		case n != a.projectNumber:
+			return 0, notFromChat("the token is from %s, the add-on service agent of project %s, not of project %s (CHAT_PROJECT_NUMBER): only this deployment's own Chat app may call; if project %s's Chat app is the one configured with this endpoint, set CHAT_PROJECT_NUMBER to its number", claimed.Email, n, a.projectNumber, n)
 		}
-		return notFromChat("%w", err)
+		v, format = a.addOn, formatAddOn
 	}
-	return nil
+	if _, err := v.verify(ctx, authz[0]); err != nil {
+		if e := asError(err); e.Status != statusUnauthenticated {
+			return 0, e
+		}
+		return 0, notFromChat("%w%s", err, a.hint(claimed, format))
+	}
+	return format, nil
+}
+
+// hint says which setting to compare when a token that claims to be
+// Chat's is refused for its audience or signer.
+func (a *chatAuth) hint(c idTokenClaims, f chatFormat) string {
+	switch {
+	case c.Aud != "" && c.Aud != a.audience && a.audienceType == chatAudienceEndpoint:
+		return fmt.Sprintf(" (the token is for %q, CHAT_AUDIENCE is %q: set the Chat app's HTTP endpoint URL and CHAT_AUDIENCE to the same URL, the ChatEvents URL)", c.Aud, a.audience)
+	case c.Aud != "" && c.Aud != a.audience:
+		return fmt.Sprintf(" (the token is for %q, CHAT_AUDIENCE is %q: the Chat app's Authentication audience and CHAT_AUDIENCE must agree)", c.Aud, a.audience)
+	case f == formatClassic && c.Email != "" && !asciiEqualFold(c.Email, chatServiceAccount) && a.audienceType == chatAudienceEndpoint:
+		want := chatServiceAccount
+		if a.addOn != nil {
+			want += " or " + addOnAgent(a.projectNumber)
+		}
+		return fmt.Sprintf(" (Google Chat signs as %s)", want)
+	}
+	return ""
+}
+
+// unverifiedClaims decodes the claims of a bearer token without trusting
+// them, to choose a policy and to explain a refusal; zero when the token
+// is not a JWT.
+func unverifiedClaims(authz string) idTokenClaims {
+	tok, err := bearerToken(authz)
+	if err != nil {
+		return idTokenClaims{}
+	}
+	t, err := splitJWT(tok)
+	if err != nil {
+		return idTokenClaims{}
+	}
+	return t.claims
 }
 
 var errUnknownChatKey = errors.New("chat events: unknown signing key")
@@ -267,7 +338,7 @@ func maxAge(cc string) time.Duration {
 type chatTicket struct {
 	User     string `json:"u"`           // "users/{id}": the consenting account's sub must be id
 	Email    string `json:"e,omitempty"` // login_hint, from the event
-	Redirect string `json:"r,omitempty"` // the event's configCompleteRedirectUrl
+	Redirect string `json:"r,omitempty"` // the event's configCompleteRedirectUrl (an add-on's configCompleteRedirectUri)
 	Exp      int64  `json:"x"`           // unix seconds
 }
 
@@ -368,14 +439,18 @@ func (s *server) redirectToChat(w http.ResponseWriter, r *http.Request, rec *sta
 // chatEvent is the part of a Chat interaction event the app reads. Chat
 // adds fields over time, so unknown ones are ignored.
 type chatEvent struct {
-	Type                      string            `json:"type"`
-	User                      *chatUser         `json:"user"`
-	Message                   *chatEventMessage `json:"message"`
-	ConfigCompleteRedirectURL string            `json:"configCompleteRedirectUrl"`
-	AppCommandMetadata        *struct {
-		AppCommandID   flexInt `json:"appCommandId"`
-		AppCommandType string  `json:"appCommandType"`
-	} `json:"appCommandMetadata"`
+	Type                      string              `json:"type"`
+	User                      *chatUser           `json:"user"`
+	Message                   *chatEventMessage   `json:"message"`
+	ConfigCompleteRedirectURL string              `json:"configCompleteRedirectUrl"`
+	AppCommandMetadata        *appCommandMetadata `json:"appCommandMetadata"`
+}
+
+// appCommandMetadata names the slash or quick command an APP_COMMAND
+// event (an add-on's appCommandPayload) invokes.
+type appCommandMetadata struct {
+	AppCommandID   flexInt `json:"appCommandId"`
+	AppCommandType string  `json:"appCommandType"`
 }
 
 type chatUser struct {
@@ -439,12 +514,14 @@ const chatUsage = "• `/createspace Launch review @Bob @Carol` (or write `creat
 	"• `/disconnect` takes back the permission you gave me.\n" +
 	"The first time, I ask you to connect your Google account: click Configure and allow “Create conversations and spaces”."
 
-// handleChatEvents serves POST /ChatEvents: Google Chat's interaction
-// events for the chatauth Chat app. The bearer token is verified before
-// the body is even read. After that every answer is 200 with a Chat
-// message, so that the user always learns what happened: a failure
-// they can act on is explained, and a 500 would only show "not
-// responding".
+// handleChatEvents serves POST /ChatEvents: Google Chat's events for the
+// chatauth Chat app, as interaction events or, for an app built as a
+// Workspace add-on, as add-on event objects (chataddon.go), each answered
+// in its own format. The bearer token is verified before the body is
+// even read, and the body must be in the format of the signer verified.
+// After that every answer is 200 with a Chat message, so that the user
+// always learns what happened: a failure they can act on is explained,
+// and a 500 would only show "not responding".
 func (s *server) handleChatEvents(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	if s.chatAuth == nil {
@@ -455,28 +532,37 @@ func (s *server) handleChatEvents(w http.ResponseWriter, r *http.Request) error 
 		w.Header().Set("Allow", http.MethodPost)
 		return errorf(statusMethodNotAllowed, "Google Chat sends events with POST")
 	}
-	if err := s.chatAuth.verify(ctx, r); err != nil {
+	format, err := s.chatAuth.verify(ctx, r)
+	if err != nil {
 		// The answer says only that the token is not Chat's; the reason
 		// (never the token) goes to the operator, who needs it when
-		// CHAT_AUDIENCE does not match the Chat app's configuration.
-		var e *Error
-		if errors.As(err, &e) && e.Status == statusUnauthenticated && e.Err != nil {
-			loggerFrom(ctx).Warn("request not from Google Chat refused", "reason", e.Err.Error())
-		}
+		// CHAT_AUDIENCE or CHAT_PROJECT_NUMBER does not match the Chat
+		// app's configuration.
+		logChatRefusal(ctx, err)
 		return err
 	}
 	body, err := readJSONBody(w, r)
 	if err != nil {
 		return err
 	}
-	var ev chatEvent
-	if err := json.Unmarshal(body, &ev); err != nil {
-		return errorf(statusInvalidArgument, "the body is not a Google Chat event: %s", jsonProblem(err))
+	ev, err := parseChatEvent(body, format)
+	if err != nil {
+		logChatRefusal(ctx, err)
+		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, min(s.chatDeadline, chatEventDeadline))
 	defer cancel()
-	writeJSON(w, http.StatusOK, s.chatEvent(ctx, &ev))
+	writeJSON(w, http.StatusOK, s.chatEvent(ctx, ev).answer(format))
 	return nil
+}
+
+// logChatRefusal logs why a request was refused as not Chat's, at Warn:
+// the operator needs it when a setting does not match the Chat app's.
+func logChatRefusal(ctx context.Context, err error) {
+	var e *Error
+	if errors.As(err, &e) && e.Status == statusUnauthenticated && e.Err != nil {
+		loggerFrom(ctx).Warn("request not from Google Chat refused", "reason", e.Err.Error())
+	}
 }
 
 // chatEvent answers one verified event.

@@ -35,15 +35,23 @@ type chatEnv struct {
 	*testEnv
 	app  *fakegoogle.ChatApp
 	mode string
+	// userTokens are the user's tokens sent in add-on events
+	// (authorizationEventObject), which must be found nowhere.
+	userTokens []string
 }
 
 func newChatEnv(t *testing.T, storeKind, mode string, opts ...func(*serverOptions)) *chatEnv {
 	t.Helper()
-	aud := chatEndpointURL
-	if mode == chatAudienceProject {
+	typ, aud, project := mode, chatEndpointURL, ""
+	switch mode {
+	case chatAudienceProject:
 		aud = chatProjectNumber
+	case chatModeAddOn:
+		typ, project = chatAudienceEndpoint, addOnProject
 	}
-	e := newTestEnv(t, storeKind, func(c *Config) { c.ChatAudienceType, c.ChatAudience = mode, aud })
+	e := newTestEnv(t, storeKind, func(c *Config) {
+		c.ChatAudienceType, c.ChatAudience, c.ChatProjectNumber = typ, aud, project
+	})
 	app, err := fakegoogle.NewChatApp(e.google)
 	if err != nil {
 		t.Fatal(err)
@@ -59,9 +67,12 @@ func newChatEnv(t *testing.T, storeKind, mode string, opts ...func(*serverOption
 // change its claims.
 func (c *chatEnv) token(edit func(map[string]any)) string {
 	var tok string
-	if c.mode == chatAudienceEndpoint {
+	switch c.mode {
+	case chatAudienceEndpoint:
 		tok = c.app.EndpointToken(chatEndpointURL, edit)
-	} else {
+	case chatModeAddOn:
+		tok = c.app.AddOnToken(chatEndpointURL, addOnProject, edit)
+	default:
 		tok = c.app.ProjectToken(chatProjectNumber, edit)
 	}
 	sensitive.add(tok)
@@ -193,13 +204,21 @@ type chatAnswer struct {
 // failing unless it is 200.
 func (c *chatEnv) send(m chatMsg) chatAnswer {
 	c.t.Helper()
-	code, body, _ := c.post("ChatEvents", m.json(), map[string]string{"Authorization": "Bearer " + c.token(nil)})
-	if code != http.StatusOK {
-		c.t.Fatalf("ChatEvents: got %d, want 200: %s", code, body)
+	tok := c.token(nil)
+	body := m.json()
+	if c.mode == chatModeAddOn {
+		body = c.addOnBody(body, tok)
 	}
-	a := chatAnswer{raw: strings.TrimSpace(body)}
-	if err := json.Unmarshal([]byte(body), &a); err != nil {
-		c.t.Fatalf("ChatEvents answer is not JSON: %v: %s", err, body)
+	code, answer, _ := c.post("ChatEvents", body, map[string]string{"Authorization": "Bearer " + tok})
+	if code != http.StatusOK {
+		c.t.Fatalf("ChatEvents: got %d, want 200: %s", code, answer)
+	}
+	a := chatAnswer{raw: strings.TrimSpace(answer)}
+	if c.mode == chatModeAddOn {
+		return addOnAnswer(c.t, a.raw)
+	}
+	if err := json.Unmarshal([]byte(answer), &a); err != nil {
+		c.t.Fatalf("ChatEvents answer is not JSON: %v: %s", err, answer)
 	}
 	return a
 }

@@ -35,6 +35,7 @@ type Config struct {
 	ChatCertsURL      string   // CHAT_CERTS_URL: chat@system's X.509 certificates; empty means Google's
 	ChatAudienceType  string   // CHAT_AUDIENCE_TYPE: ENDPOINT_URL or PROJECT_NUMBER; empty: ChatEvents is off
 	ChatAudience      string   // CHAT_AUDIENCE: the ChatEvents URL, or the project number, as set in the Chat app's configuration
+	ChatProjectNumber string   // CHAT_PROJECT_NUMBER: the project whose Workspace add-on service agent may send add-on Chat events; empty: none (chataddon.go)
 	Deployed          bool     // K_SERVICE is set: running on Cloud Functions / Cloud Run
 	Function          string   // FUNCTION_TARGET: the one function a deployed instance serves; empty: every function
 
@@ -96,6 +97,7 @@ func readConfig(getenv func(string) string) Config {
 		ChatCertsURL:      get("CHAT_CERTS_URL"),
 		ChatAudienceType:  strings.ToUpper(get("CHAT_AUDIENCE_TYPE")),
 		ChatAudience:      get("CHAT_AUDIENCE"),
+		ChatProjectNumber: get("CHAT_PROJECT_NUMBER"),
 		Deployed:          get("K_SERVICE") != "",
 		Function:          get("FUNCTION_TARGET"),
 
@@ -188,6 +190,7 @@ func (c *Config) invalid() []string {
 	}
 
 	invalid = append(invalid, checkChatAudience(c.ChatAudienceType, c.ChatAudience)...)
+	invalid = append(invalid, checkChatProjectNumber(c)...)
 	invalid = append(invalid, checkDeployedEndpoints(c)...)
 	invalid = append(invalid, checkCertsOverrides(*c)...)
 	invalid = append(invalid, checkDelegation(c)...)

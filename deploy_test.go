@@ -229,7 +229,7 @@ var (
 	privateFunctions    = []string{"ChatEvents"}
 	delegationVars      = []string{"CREDENTIAL_SOURCE", "DELEGATED_DOMAINS", "DELEGATION_SERVICE_ACCOUNT", "DELEGATION_KEY"}
 	callerVars          = []string{"WEBHOOK_SECRETS", "ALLOWED_AUDIENCES", "TRUSTED_CALLERS"}
-	chatVars            = []string{"CHAT_AUDIENCE_TYPE", "CHAT_AUDIENCE"}
+	chatVars            = []string{"CHAT_AUDIENCE_TYPE", "CHAT_AUDIENCE", "CHAT_PROJECT_NUMBER"}
 	// Flags every deployment sets, to the same value.
 	sharedDeployFlags = []string{"--region", "--runtime", "--build-service-account", "--memory", "--cpu", "--concurrency", "--max-instances", "--timeout"}
 )
@@ -416,6 +416,9 @@ func checkCloudBuild(data, testData []byte, functions []string, goVersion string
 	}
 	if text := stepText(check); !strings.Contains(text, chatInvoker) || !strings.Contains(text, "serviceAccount:chat@system.gserviceaccount.com") {
 		bad("the first step %q does not check _CHAT_APP_INVOKER: only Chat's signer may invoke ChatEvents, never allUsers", check.ID)
+	}
+	if text := stepText(check); !strings.Contains(text, "${_CHAT_PROJECT_NUMBER}") || !strings.Contains(text, "serviceAccount:service-$$CHAT_PROJECT_NUMBER@gcp-sa-gsuiteaddons.iam.gserviceaccount.com") {
+		bad("the first step %q does not hold _CHAT_PROJECT_NUMBER to _CHAT_APP_INVOKER: an add-on's service agent must be the one CHAT_PROJECT_NUMBER names", check.ID)
 	}
 	if text := stepText(check); !strings.Contains(text, "^[1-9][0-9]*$$") || !strings.Contains(text, "gcloud secrets versions describe") || !strings.Contains(text, "^sha256:[0-9a-f]{64}$$") {
 		bad("the first step %q must refuse a secret version that is not a number or not enabled, and a digest that is not sha256:<hex>", check.ID)
@@ -913,6 +916,9 @@ func TestCloudBuildChecks(t *testing.T) {
 		{"guard on another substitution", inStep(orig, "deploy-ChatEvents", "      - "+chatGuardArg+"\n      - functions", "      - chat-invoker=${_REGION}\n      - functions"), "", names, "deploys from a script"},
 		{"no invoker for Chat", dropStep(orig, "invoker-ChatEvents"), "", names, "no step lets Chat's signer invoke ChatEvents"},
 		{"ChatEvents invoked by everyone", inStep(orig, "invoker-ChatEvents", "--member="+chatInvoker, "--member=allUsers"), "", names, "functions add-invoker-policy-binding ChatEvents --region=${_REGION} --member=${_CHAT_APP_INVOKER}"},
+		{"add-on project number everywhere", inStep(orig, "deploy-OAuthStart", envStart, envStart+"CHAT_PROJECT_NUMBER=${_CHAT_PROJECT_NUMBER}|"), "", names, "sets CHAT_PROJECT_NUMBER, which OAuthStart does not need"},
+		{"no add-on project number for ChatEvents", inStep(orig, "deploy-ChatEvents", "|CHAT_PROJECT_NUMBER=${_CHAT_PROJECT_NUMBER}", ""), "", names, "lacks CHAT_PROJECT_NUMBER"},
+		{"add-on agent unchecked", inStep(orig, "check", "      - CHAT_PROJECT_NUMBER=${_CHAT_PROJECT_NUMBER}\n", ""), "", names, "does not hold _CHAT_PROJECT_NUMBER to _CHAT_APP_INVOKER"},
 		{"Chat audience as project number", inStep(orig, "deploy-ChatEvents", "CHAT_AUDIENCE_TYPE=ENDPOINT_URL|CHAT_AUDIENCE=https://${_REGION}-${PROJECT_ID}.cloudfunctions.net/ChatEvents", "CHAT_AUDIENCE_TYPE=PROJECT_NUMBER|CHAT_AUDIENCE=123456789012"), "", names, "CHAT_AUDIENCE_TYPE must be ENDPOINT_URL"},
 
 		// One host.
@@ -1008,7 +1014,13 @@ esac
 	}{
 		{"the README's pins", nil, ""},
 		{"no Chat app", map[string]string{"_CHAT_APP_INVOKER": ""}, ""},
-		{"an add-on's service agent", map[string]string{"_CHAT_APP_INVOKER": "serviceAccount:service-123456789012@gcp-sa-gsuiteaddons.iam.gserviceaccount.com"}, ""},
+		{"an add-on's service agent", map[string]string{"_CHAT_APP_INVOKER": "serviceAccount:service-123456789012@gcp-sa-gsuiteaddons.iam.gserviceaccount.com", "_CHAT_PROJECT_NUMBER": "123456789012"}, ""},
+		{"an add-on's agent without its project number", map[string]string{"_CHAT_APP_INVOKER": "serviceAccount:service-123456789012@gcp-sa-gsuiteaddons.iam.gserviceaccount.com"}, "needs _CHAT_PROJECT_NUMBER"},
+		{"an add-on's agent of another project", map[string]string{"_CHAT_APP_INVOKER": "serviceAccount:service-111111111111@gcp-sa-gsuiteaddons.iam.gserviceaccount.com", "_CHAT_PROJECT_NUMBER": "123456789012"}, "needs _CHAT_PROJECT_NUMBER"},
+		{"an add-on's project number with Chat's own signer", map[string]string{"_CHAT_PROJECT_NUMBER": "123456789012"}, "needs _CHAT_PROJECT_NUMBER"},
+		{"an add-on's project number without a Chat app", map[string]string{"_CHAT_APP_INVOKER": "", "_CHAT_PROJECT_NUMBER": "123456789012"}, "needs _CHAT_PROJECT_NUMBER"},
+		{"an add-on's project id for its number", map[string]string{"_CHAT_APP_INVOKER": "serviceAccount:service-my-project@gcp-sa-gsuiteaddons.iam.gserviceaccount.com", "_CHAT_PROJECT_NUMBER": "my-project"}, "must be"},
+		{"a project number that is a command", map[string]string{"_CHAT_APP_INVOKER": "serviceAccount:service-1@gcp-sa-gsuiteaddons.iam.gserviceaccount.com", "_CHAT_PROJECT_NUMBER": "$(touch injected)"}, "needs _CHAT_PROJECT_NUMBER"},
 		{"version missing", map[string]string{"_KEYSET_SECRET_VERSION": ""}, "_KEYSET_SECRET_VERSION must be the number"},
 		{"version latest", map[string]string{"_WEBHOOK_SECRET_VERSION": "latest"}, "_WEBHOOK_SECRET_VERSION must be the number"},
 		{"version 0", map[string]string{"_CLIENT_SECRET_VERSION": "0"}, "_CLIENT_SECRET_VERSION must be the number"},

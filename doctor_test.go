@@ -96,6 +96,10 @@ func TestDoctor(t *testing.T) {
 		{"store unknown", map[string]string{"STORE": "redis"}, SeverityError, "STORE", "not a store"},
 		{"chat audience without type", map[string]string{"CHAT_AUDIENCE": "123"}, SeverityError, "", "CHAT_AUDIENCE_TYPE"},
 		{"chat project number", map[string]string{"CHAT_AUDIENCE_TYPE": "PROJECT_NUMBER", "CHAT_AUDIENCE": "my-project"}, SeverityError, "CHAT_AUDIENCE", "project number"},
+		{"add-on project not a number", map[string]string{"CHAT_AUDIENCE_TYPE": "ENDPOINT_URL", "CHAT_AUDIENCE": "http://localhost:8080/ChatEvents", "CHAT_PROJECT_NUMBER": "my-project"}, SeverityError, "CHAT_PROJECT_NUMBER", "project number (digits"},
+		{"add-on project without audience", map[string]string{"CHAT_PROJECT_NUMBER": "123456789012"}, SeverityError, "", "CHAT_AUDIENCE_TYPE is not"},
+		{"add-on with the project number audience", map[string]string{"CHAT_AUDIENCE_TYPE": "PROJECT_NUMBER", "CHAT_AUDIENCE": "123456789012", "CHAT_PROJECT_NUMBER": "123456789012"}, SeverityError, "CHAT_PROJECT_NUMBER", "HTTP endpoint URL only"},
+		{"add-on endpoint elsewhere", map[string]string{"CHAT_AUDIENCE_TYPE": "ENDPOINT_URL", "CHAT_AUDIENCE": "http://localhost:8080/Chat", "CHAT_PROJECT_NUMBER": "123456789012"}, SeverityWarning, "CHAT_AUDIENCE", "not the ChatEvents URL"},
 		{"chat endpoint elsewhere", map[string]string{"CHAT_AUDIENCE_TYPE": "ENDPOINT_URL", "CHAT_AUDIENCE": "http://localhost:8080/Chat"}, SeverityWarning, "CHAT_AUDIENCE", "not the ChatEvents URL"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -308,7 +308,7 @@ func (s *server) buildVerifiers(ctx context.Context, o serverOptions) error {
 		return err
 	}
 	if cfg.ChatAudienceType != "" {
-		if s.chatAuth, err = newChatAuth(ctx, cfg.ChatAudienceType, cfg.ChatAudience, certs, chatCerts, o.now); err != nil {
+		if s.chatAuth, err = newChatAuth(ctx, cfg.ChatAudienceType, cfg.ChatAudience, cfg.ChatProjectNumber, certs, chatCerts, o.now); err != nil {
 			return err
 		}
 	}

@@ -413,6 +413,7 @@ type idTokenVerifiers struct {
 	chat     *fakegoogle.ChatApp
 	callers  *callerAuth
 	endpoint *chatAuth // ENDPOINT_URL
+	addOn    *chatAuth // ENDPOINT_URL with CHAT_PROJECT_NUMBER
 	project  *chatAuth // PROJECT_NUMBER
 	keys     map[string]*rsa.PublicKey
 }
@@ -436,10 +437,13 @@ func newIDTokenVerifiers(f *testing.F) *idTokenVerifiers {
 	if v.callers, err = newCallerAuth(context.Background(), nil, []string{callerAudience1}, []string{"scheduler@example.iam.gserviceaccount.com"}, g.HTTPClient(), time.Now); err != nil {
 		f.Fatal(err)
 	}
-	if v.endpoint, err = newChatAuth(context.Background(), chatAudienceEndpoint, fuzzChatEndpoint, chat.HTTPClient(), chatCertsURL, time.Now); err != nil {
+	if v.endpoint, err = newChatAuth(context.Background(), chatAudienceEndpoint, fuzzChatEndpoint, "", chat.HTTPClient(), chatCertsURL, time.Now); err != nil {
 		f.Fatal(err)
 	}
-	if v.project, err = newChatAuth(context.Background(), chatAudienceProject, fuzzChatProject, chat.HTTPClient(), chatCertsURL, time.Now); err != nil {
+	if v.addOn, err = newChatAuth(context.Background(), chatAudienceEndpoint, fuzzChatEndpoint, fuzzChatProject, chat.HTTPClient(), chatCertsURL, time.Now); err != nil {
+		f.Fatal(err)
+	}
+	if v.project, err = newChatAuth(context.Background(), chatAudienceProject, fuzzChatProject, "", chat.HTTPClient(), chatCertsURL, time.Now); err != nil {
 		f.Fatal(err)
 	}
 	var certs map[string]string
@@ -517,6 +521,8 @@ func FuzzIDToken(f *testing.F) {
 		v.google.MintIDToken(callerClaims(now, map[string]any{"email_verified": "true"})),
 		v.chat.EndpointToken(fuzzChatEndpoint, nil),
 		v.chat.ProjectToken(fuzzChatProject, nil),
+		v.chat.AddOnToken(fuzzChatEndpoint, fuzzChatProject, nil),
+		v.chat.AddOnToken(fuzzChatEndpoint, "111111111111", nil),
 		good[:strings.LastIndex(good, ".")+1],
 		"eyJhbGciOiJub25lIn0.eyJhdWQiOiJ4In0.",
 		"not.a.jwt",
@@ -546,8 +552,8 @@ func FuzzIDToken(f *testing.F) {
 			}
 		}
 		r := &http.Request{Header: http.Header{"Authorization": {authz}}}
-		for who, a := range map[string]*chatAuth{"chat endpoint": v.endpoint, "chat project": v.project} {
-			if err := a.verify(context.Background(), r); err != nil {
+		for who, a := range map[string]*chatAuth{"chat endpoint": v.endpoint, "chat add-on": v.addOn, "chat project": v.project} {
+			if _, err := a.verify(context.Background(), r); err != nil {
 				refused(err, who)
 			} else if !v.genuine(tok) {
 				t.Fatalf("%s: accepted a token without a genuine signature: %q", who, authz)
@@ -573,6 +579,9 @@ func FuzzChatEvent(f *testing.F) {
 		`{"type":"ADDED_TO_SPACE","user":{"name":"users/123","type":"HUMAN"}}`,
 		`{"type":"MESSAGE","message":{"sender":{"name":"users/9","type":"HUMAN"},"text":"@x","annotations":[{"type":"USER_MENTION","startIndex":-1,"length":99,"userMention":{"user":{"name":"users/9"}}}]}}`,
 		`{"type":"MESSAGE","user":{"name":"users/1","type":"HUMAN"},"configCompleteRedirectUrl":"https://chat.google.com\\@evil.example/","message":{"text":"create space x"}}`,
+		`{"commonEventObject":{"hostApp":"CHAT"},"authorizationEventObject":{"systemIdToken":"x"},"chat":{"user":{"name":"users/123","email":"alice@example.com","type":"HUMAN"},"messagePayload":{"configCompleteRedirectUri":"https://chat.google.com/api/bot_config_complete?token=abc","message":{"name":"spaces/AAA/messages/1","text":"create space Launch","argumentText":"create space Launch"}}}}`,
+		`{"commonEventObject":{"hostApp":"CHAT"},"chat":{"user":{"name":"users/123","type":"HUMAN"},"appCommandPayload":{"appCommandMetadata":{"appCommandId":"2","appCommandType":"SLASH_COMMAND"},"message":{"name":"spaces/A/messages/B"}}}}`,
+		`{"chat":{"user":{"name":"users/123","type":"HUMAN"},"addedToSpacePayload":{"interactionAdd":true},"removedFromSpacePayload":{}}}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -589,10 +598,18 @@ func FuzzChatEvent(f *testing.F) {
 	s.consents = &consents{store: s.store, publicURL: s.cfg.PublicURL, now: s.now}
 	start := s.cfg.PublicURL + "/OAuthStart?ticket="
 	f.Fuzz(func(t *testing.T, body []byte) {
-		var ev chatEvent
-		if json.Unmarshal(body, &ev) != nil {
-			return
+		format := formatClassic
+		evp, err := parseChatEvent(body, format)
+		if err != nil {
+			format = formatAddOn
+			if evp, err = parseChatEvent(body, format); err != nil {
+				if e := asError(err); e.Status != statusInvalidArgument && e.Status != statusUnauthenticated {
+					t.Fatalf("refusal %v is not INVALID_ARGUMENT or UNAUTHENTICATED", err)
+				}
+				return
+			}
 		}
+		ev := *evp
 		if r := ev.ConfigCompleteRedirectURL; chatRedirectAllowed(r) {
 			u, err := url.Parse(r)
 			if err != nil || u.Scheme != "https" || u.Host != "chat.google.com" || strings.ContainsAny(r, "\\ \t\r\n") {
@@ -622,6 +639,9 @@ func FuzzChatEvent(f *testing.F) {
 			}
 		}
 		reply := s.chatEvent(quietContext(), &ev)
+		if _, err := json.Marshal(reply.answer(format)); err != nil {
+			t.Fatalf("the answer does not encode: %v", err)
+		}
 		if strings.ContainsAny(reply.Text, "<>") {
 			t.Fatalf("the answer carries < or >: %q", reply.Text)
 		}

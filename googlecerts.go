@@ -7,7 +7,8 @@ import (
 
 // Google's signing keys, and their stand-ins for offline runs. Two
 // signers vouch for requests here: Google's OAuth key signs the ID tokens
-// of webhook callers and of Chat's "HTTP endpoint URL" events, and
+// of webhook callers, of Chat's "HTTP endpoint URL" events and of a
+// Workspace add-on's events, and
 // chat@system.gserviceaccount.com's own keys sign Chat's "Project number"
 // events. GOOGLE_CERTS_URL and CHAT_CERTS_URL point the verifiers at
 // other keys (the demo's fake Google), as CHAT_API_ENDPOINT points the

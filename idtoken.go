@@ -23,8 +23,9 @@ import (
 const maxIDTokenBytes = 8 << 10
 
 // idTokenPolicy is what one use of an ID token accepts: webhook callers
-// (callerAuth) and Google Chat's two audience settings (chatAuth) each
-// have one. Adding a signer is adding a policy, not a verifier.
+// (callerAuth), Google Chat's two audience settings and a Workspace
+// add-on's service agent (chatAuth) each have one. Adding a signer is
+// adding a policy, not a verifier.
 type idTokenPolicy struct {
 	// audiences the token may be for; its aud must be one of them.
 	audiences []string

@@ -8,30 +8,27 @@ import (
 	"time"
 )
 
-// TestIDTokenPolicySigners: a signer is a policy over the same verifier. A
-// policy naming one service account accepts that account's Google-signed
-// token, as a Workspace add-on's would be, and refuses every other
-// account's token for the same audience, Chat's included, and a token
-// without a verified email.
+// TestIDTokenPolicySigners: a signer is a policy over the same verifier.
+// ChatEvents' policy for a Workspace add-on (CHAT_PROJECT_NUMBER) accepts
+// that project's add-on service agent's Google-signed token and refuses
+// every other account's token for the same audience, Chat's included,
+// and a token without a verified email.
 func TestIDTokenPolicySigners(t *testing.T) {
 	t.Parallel()
 	g := newCallerFake(t)
 	now := time.Now()
 	const (
 		addOn    = "service-123456789012@gcp-sa-gsuiteaddons.iam.gserviceaccount.com"
-		audience = "https://chatauth.example.com/AddOn"
+		audience = "https://chatauth.example.com/ChatEvents"
 	)
-	keys, err := newGoogleKeys(context.Background(), g.HTTPClient())
+	a, err := newChatAuth(context.Background(), chatAudienceEndpoint, audience, "123456789012", g.HTTPClient(), chatCertsURL, func() time.Time { return now })
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := newIDTokenVerifier(idTokenPolicy{
-		audiences:    []string{audience},
-		audienceHint: "the add-on's URL",
-		issuers:      []string{googleIssuer, "accounts.google.com"},
-		signers:      []string{addOn},
-		keys:         keys,
-	}, func() time.Time { return now })
+	v := a.addOn
+	if v == nil || v.policy.keys != a.classic.policy.keys {
+		t.Fatal("the add-on policy is not a policy over the classic one's keys")
+	}
 	token := func(edit map[string]any) string {
 		c := callerClaims(now, map[string]any{"aud": audience, "email": addOn})
 		for k, val := range edit {
@@ -57,7 +54,7 @@ func TestIDTokenPolicySigners(t *testing.T) {
 		"any other account":        {map[string]any{"email": "mallory@evil-project.iam.gserviceaccount.com"}, "not from an account allowed"},
 		"the add-on, unverified":   {map[string]any{"email_verified": false}, "not verified"},
 		"no email":                 {map[string]any{"email": nil}, "no email"},
-		"another audience":         {map[string]any{"aud": callerAudience1}, "request the token for the add-on's URL"},
+		"another audience":         {map[string]any{"aud": callerAudience1}, "request the token for CHAT_AUDIENCE"},
 		"the account as issuer":    {map[string]any{"iss": addOn}, "not issued by Google"},
 		"the add-on's name as sub": {map[string]any{"email": "x" + addOn}, "not from an account allowed"},
 	} {

@@ -405,15 +405,44 @@ func (d *apiDoc) documentedStatuses(r apiResponse, code int) []string {
 	return out
 }
 
-// TestOpenAPI drives CreateSpace and Disconnect through the Functions
-// Framework into every documented answer and checks each against
+// TestOpenAPI drives CreateSpace, Disconnect, Users and ChatEvents (in
+// both event formats) through the Functions Framework into every
+// documented answer and checks each against
 // openapi.yaml.
 func TestOpenAPI(t *testing.T) {
 	t.Parallel()
 	doc := loadAPIDoc(t)
 	const audience = "123456789012-abcdefghijklmnopqrstuvwxyz012345.apps.googleusercontent.com"
-	e := newTestEnv(t, storeLocal, func(c *Config) { c.AllowedAudiences = []string{audience} })
+	e := newTestEnv(t, storeLocal, func(c *Config) {
+		c.AllowedAudiences = []string{audience}
+		c.ChatAudienceType, c.ChatAudience, c.ChatProjectNumber = chatAudienceEndpoint, chatEndpointURL, addOnProject
+	})
 	e.connect()
+	chatApp, err := fakegoogle.NewChatApp(e.google)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// chatAuth and addOnAuth sign a ChatEvents request as Google Chat and
+	// as the add-on's service agent.
+	chatAuth := func(string) map[string]string {
+		return map[string]string{"Authorization": "Bearer " + chatApp.EndpointToken(chatEndpointURL, nil)}
+	}
+	addOnAuth := func(string) map[string]string {
+		return map[string]string{"Authorization": "Bearer " + chatApp.AddOnToken(chatEndpointURL, addOnProject, nil)}
+	}
+	addOnEvent := func(classic string) string {
+		b, err := fakegoogle.AddOnEvent([]byte(classic), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	stranger := chatMsg{user: "users/999", email: "-", text: "create space Not yet"}.json()
+	chatOff := func(t *testing.T) {
+		a := e.srv.chatAuth
+		e.srv.chatAuth = nil
+		t.Cleanup(func() { e.srv.chatAuth = a })
+	}
 
 	idToken := func(email string) string {
 		return "Bearer " + e.google.MintIDToken(map[string]any{
@@ -579,6 +608,24 @@ func TestOpenAPI(t *testing.T) {
 		{name: "a misconfigured instance", path: "/Users", body: `{}`, setup: misconfigured, code: 500},
 		{name: "Secret Manager down at cold start", path: "/Users", body: `{}`, setup: secretManagerDown, code: 503},
 
+		// ChatEvents, in both formats.
+		{name: "a classic message", path: "/ChatEvents", body: chatMsg{text: "create space OpenAPI classic"}.json(), auth: chatAuth, validRequest: yes, code: 200},
+		{name: "a classic message from a user who has not connected", path: "/ChatEvents", body: stranger, auth: chatAuth, validRequest: yes, code: 200},
+		{name: "an add-on slash command", path: "/ChatEvents", body: addOnEvent(chatMsg{text: "/createspace OpenAPI add-on", slash: createCommandID}.json()), auth: addOnAuth, validRequest: yes, code: 200},
+		{name: "an add-on message from a user who has not connected", path: "/ChatEvents", body: addOnEvent(stranger), auth: addOnAuth, validRequest: yes, code: 200},
+		{name: "an add-on removal", path: "/ChatEvents", body: addOnEvent(chatMsg{typ: "REMOVED_FROM_SPACE"}.json()), auth: addOnAuth, validRequest: yes, code: 200},
+		{name: "neither format", path: "/ChatEvents", body: `{"message":{"text":"create space X"}}`, auth: chatAuth, validRequest: no, code: 400},
+		{name: "an add-on event without a payload", path: "/ChatEvents", body: `{"commonEventObject":{"hostApp":"CHAT"},"chat":{"user":{"name":"users/1"}}}`, auth: addOnAuth, validRequest: no, code: 400},
+		{name: "both formats at once", path: "/ChatEvents", body: strings.Replace(addOnEvent(stranger), "{", `{"type":"MESSAGE",`, 1), auth: addOnAuth, validRequest: no, code: 400},
+		{name: "no credentials", path: "/ChatEvents", body: stranger, auth: func(string) map[string]string { return nil }, validRequest: yes, code: 401},
+		{name: "a classic event from the add-on's agent", path: "/ChatEvents", body: stranger, auth: addOnAuth, validRequest: yes, code: 401},
+		{name: "the Chat app off", path: "/ChatEvents", body: stranger, auth: chatAuth, setup: chatOff, validRequest: yes, code: 404},
+		{name: "GET", path: "/ChatEvents", method: http.MethodGet, auth: chatAuth, code: 405},
+		{name: "a body over 64 KiB", path: "/ChatEvents", body: chatMsg{text: "create space " + strings.Repeat("x", 70<<10)}.json(), auth: chatAuth, code: 413},
+		{name: "a form body", path: "/ChatEvents", ctype: "text/plain", body: "hi", auth: chatAuth, code: 415},
+		{name: "a misconfigured instance", path: "/ChatEvents", body: stranger, auth: chatAuth, setup: misconfigured, code: 500},
+		{name: "Secret Manager down at cold start", path: "/ChatEvents", body: stranger, auth: chatAuth, setup: secretManagerDown, code: 503},
+
 		// Disconnect; its success comes last, as it forgets alice.
 		{name: "a user that is no user", path: "/Disconnect", body: `{"user":"alice"}`, validRequest: no, code: 400},
 		{name: "an unknown field", path: "/Disconnect", body: `{"user":"alice@example.com","reason":"x"}`, validRequest: no, code: 400},
@@ -687,8 +734,11 @@ func TestOpenAPIShape(t *testing.T) {
 	if v := get(doc.root, "openapi"); v != "3.1.0" {
 		t.Errorf("openapi: got %v, want 3.1.0", v)
 	}
-	if got := doc.operations(); !slices.Equal(got, []string{"/CreateSpace", "/Disconnect", "/Users"}) {
-		t.Errorf("paths: got %v, want /CreateSpace, /Disconnect and /Users", got)
+	if got := doc.operations(); !slices.Equal(got, []string{"/ChatEvents", "/CreateSpace", "/Disconnect", "/Users"}) {
+		t.Errorf("paths: got %v, want /ChatEvents, /CreateSpace, /Disconnect and /Users", got)
+	}
+	if sec := compactJSON(get(doc.root, "paths", "/ChatEvents", "post", "security")); sec != `[{"googleChatToken":[]}]` {
+		t.Errorf("ChatEvents' security: got %s, want Google Chat's token only", sec)
 	}
 	for _, path := range doc.operations() {
 		if !slices.Contains(registeredNames(), path[1:]) {

@@ -17,8 +17,8 @@ const (
 	// Google ID token, as Cloud Scheduler or a script would be, trusted
 	// to act for the user who connected.
 	demoCaller = "scheduler@chatauth-demo.iam.gserviceaccount.com"
-	// demoProjectNumber is the Chat app's project number, the audience of
-	// the fake Google Chat's tokens.
+	// demoProjectNumber is the Chat app's project number: its add-on
+	// service agent signs the add-on events the demo takes.
 	demoProjectNumber = "123456789012"
 )
 
@@ -27,8 +27,10 @@ const (
 // Chat API, the revocation endpoint, and the keys Google and Google Chat
 // sign with (GOOGLE_CERTS_URL, CHAT_CERTS_URL). Unless they are set, it
 // also lets ID tokens in (ALLOWED_AUDIENCES: publicURL, TRUSTED_CALLERS:
-// demoCaller) and turns ChatEvents on for demoProjectNumber. It returns
-// the printout's further steps, which use them.
+// demoCaller) and turns ChatEvents on for both event formats: Chat's
+// interaction events, for the ChatEvents URL as the HTTP endpoint URL
+// audience, and a Workspace add-on's, from demoProjectNumber's add-on
+// service agent. It returns the printout's further steps, which use them.
 func startFakeGoogle(dataDir, redirectURL, publicURL string) (interface{ Close() }, string, error) {
 	g, err := fakegoogle.New(fakegoogle.Options{RedirectURIs: []string{redirectURL}})
 	if err != nil {
@@ -57,10 +59,12 @@ func startFakeGoogle(dataDir, redirectURL, publicURL string) (interface{ Close()
 		os.Setenv("ALLOWED_AUDIENCES", publicURL)
 		os.Setenv("TRUSTED_CALLERS", demoCaller)
 	}
-	chatEvents := unset("CHAT_AUDIENCE_TYPE", "CHAT_AUDIENCE")
+	chatEvents := unset("CHAT_AUDIENCE_TYPE", "CHAT_AUDIENCE", "CHAT_PROJECT_NUMBER")
+	chatURL := publicURL + "/ChatEvents"
 	if chatEvents {
-		os.Setenv("CHAT_AUDIENCE_TYPE", "PROJECT_NUMBER")
-		os.Setenv("CHAT_AUDIENCE", demoProjectNumber)
+		os.Setenv("CHAT_AUDIENCE_TYPE", "ENDPOINT_URL")
+		os.Setenv("CHAT_AUDIENCE", chatURL)
+		os.Setenv("CHAT_PROJECT_NUMBER", demoProjectNumber)
 	}
 	fmt.Printf("Offline demo: a fake Google serves on %s (client JSON: %s).\n", g.URL(), path)
 
@@ -75,11 +79,16 @@ func startFakeGoogle(dataDir, redirectURL, publicURL string) (interface{ Close()
 			demoCaller, g.URL(), demoCaller, publicURL, publicURL, fakegoogleUser)
 	}
 	if chatEvents {
-		fmt.Fprintf(&steps, "  6. Send ChatEvents a message as Google Chat would, for project %s\n"+
-			"     (the fake signs as chat@system.gserviceaccount.com with the keys at CHAT_CERTS_URL):\n"+
+		fmt.Fprintf(&steps, "  6. Send ChatEvents a message as Google Chat would, to the HTTP endpoint URL %s\n"+
+			"     (the fake Google signs an ID token for it as chat@system.gserviceaccount.com):\n"+
 			"       TOKEN=$(curl -sS -X POST '%s' -H 'Content-Type: application/json' -d '{\"audience\":\"%s\"}' | sed -n 's/.*\"token\":\"\\([^\"]*\\)\".*/\\1/p')\n"+
-			"       curl -sS -X POST %s/ChatEvents -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' -d '{\"type\":\"MESSAGE\",\"user\":{\"name\":\"users/%s\",\"email\":\"%s\",\"type\":\"HUMAN\"},\"message\":{\"name\":\"spaces/DEMO/messages/1\",\"text\":\"create space Hello from Chat\"}}'\n",
-			demoProjectNumber, g.ChatTokenURL(), demoProjectNumber, publicURL, fakegoogle.DefaultUserSub, fakegoogleUser)
+			"       curl -sS -X POST %s -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' -d '{\"type\":\"MESSAGE\",\"user\":{\"name\":\"users/%s\",\"email\":\"%s\",\"type\":\"HUMAN\"},\"message\":{\"name\":\"spaces/DEMO/messages/1\",\"text\":\"create space Hello from Chat\"}}'\n",
+			chatURL, g.ChatTokenURL(), chatURL, chatURL, fakegoogle.DefaultUserSub, fakegoogleUser)
+		fmt.Fprintf(&steps, "  7. Send the same kind of message as a Chat app built as a Google Workspace add-on of project %s would\n"+
+			"     (the fake Google signs as its add-on service agent %s):\n"+
+			"       TOKEN=$(curl -sS -X POST '%s' -H 'Content-Type: application/json' -d '{\"audience\":\"%s\",\"addOnProject\":\"%s\"}' | sed -n 's/.*\"token\":\"\\([^\"]*\\)\".*/\\1/p')\n"+
+			"       curl -sS -X POST %s -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' -d '{\"commonEventObject\":{\"hostApp\":\"CHAT\"},\"chat\":{\"user\":{\"name\":\"users/%s\",\"email\":\"%s\",\"type\":\"HUMAN\"},\"messagePayload\":{\"message\":{\"name\":\"spaces/DEMO/messages/2\",\"text\":\"create space Hello from an add-on\"}}}}'\n",
+			demoProjectNumber, fakegoogle.AddOnServiceAgent(demoProjectNumber), g.ChatTokenURL(), chatURL, demoProjectNumber, chatURL, fakegoogle.DefaultUserSub, fakegoogleUser)
 	}
 	return g, steps.String(), nil
 }

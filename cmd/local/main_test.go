@@ -36,7 +36,7 @@ var configVars = []string{
 	"ALLOWED_AUDIENCES", "TRUSTED_CALLERS", "STORE", "DATA_DIR", "FIRESTORE_DATABASE",
 	"FIRESTORE_EMULATOR_HOST", "CHAT_API_ENDPOINT", "OAUTH_REVOKE_URL", "PORT",
 	"FUNCTION_TARGET", "K_SERVICE", "TOKEN_KEYSET", "TOKEN_KEYSET_KMS_KEY", "DELEGATION_KEY",
-	"GOOGLE_CERTS_URL", "CHAT_CERTS_URL", "CHAT_AUDIENCE_TYPE", "CHAT_AUDIENCE",
+	"GOOGLE_CERTS_URL", "CHAT_CERTS_URL", "CHAT_AUDIENCE_TYPE", "CHAT_AUDIENCE", "CHAT_PROJECT_NUMBER",
 }
 
 // syncBuffer collects a child's output while the test reads it.
@@ -278,8 +278,8 @@ func testDemo(t *testing.T, tags string) {
 
 	// Steps 5 and 6 of the printout, run as printed: a CreateSpace with an
 	// ID token the fake Google signed, verified against the keys at
-	// GOOGLE_CERTS_URL; and a Chat message signed as Google Chat, verified
-	// against CHAT_CERTS_URL, which creates a space as the user.
+	// GOOGLE_CERTS_URL; and a Chat message with Google Chat's ID token,
+	// verified against the same keys, which creates a space as the user.
 	got := runPrinted(t, out, 5)
 	if !strings.Contains(got, `"spaceUri"`) || !strings.Contains(got, `"Hello from an ID token"`) {
 		t.Errorf("step 5 as printed: got %s; want the created Space", got)
@@ -287,6 +287,12 @@ func testDemo(t *testing.T, tags string) {
 	got = runPrinted(t, out, 6)
 	if !strings.Contains(got, "Created the space") || !strings.Contains(got, "Hello from Chat") {
 		t.Errorf("step 6 as printed: got %s; want Chat's reply that the space was created", got)
+	}
+	// Step 7: the same, in the Workspace add-on format, signed by the
+	// add-on's service agent, answered in the add-on envelope.
+	got = runPrinted(t, out, 7)
+	if !strings.Contains(got, `"createMessageAction"`) || !strings.Contains(got, "Created the space") || !strings.Contains(got, "Hello from an add-on") {
+		t.Errorf("step 7 as printed: got %s; want the add-on's createMessageAction saying the space was created", got)
 	}
 	if strings.Contains(out, "eyJ") || strings.Contains(stderr.String(), "eyJ") {
 		t.Error("the demo printed a token")

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"time"
 )
@@ -28,13 +29,31 @@ const (
 	// ChatCertsURL is the production URL of ChatCertsPath.
 	ChatCertsURL = "https://www.googleapis.com" + ChatCertsPath
 	// ChatTokenPath is the fake's own endpoint, not Google's, that mints
-	// the bearer token Google Chat sends a Chat app with the "Project
-	// number" audience setting, so that a process other than the one
-	// holding the ChatApp (a shell in the offline demo) can send a Chat
-	// event. POST {"audience": "<project number>"} answers {"token": …},
-	// the shape of IAM Credentials' generateIdToken.
+	// the bearer token Google Chat sends a Chat app, so that a process
+	// other than the one holding the ChatApp (a shell in the offline demo)
+	// can send a Chat event. POST {"audience": "<project number>"} mints
+	// the "Project number" token, {"audience": "<endpoint URL>"} the "HTTP
+	// endpoint URL" one, and {"audience": "<endpoint URL>",
+	// "addOnProject": "<project number>"} a Workspace add-on's; each
+	// answers {"token": …}, the shape of IAM Credentials' generateIdToken.
 	ChatTokenPath = "/fakegoogle/v1/chat:generateToken"
+
+	// AddOnAgentDomain is the domain of every Google Cloud project's
+	// Google Workspace add-on service agent, the account that signs the
+	// requests of a Chat app built as an add-on.
+	AddOnAgentDomain = "gcp-sa-gsuiteaddons.iam.gserviceaccount.com"
+	// ConfigCompletePath is where, on https://chat.google.com, a Chat
+	// app sends the browser once a user has finished configuring it: the
+	// configCompleteRedirectUrl (an add-on's configCompleteRedirectUri)
+	// of the event that asked, which Chat then sends again.
+	ConfigCompletePath = "/api/bot_config_complete"
 )
+
+// AddOnServiceAgent is the add-on service agent of the project numbered
+// projectNumber: service-NUMBER@gcp-sa-gsuiteaddons.iam.gserviceaccount.com.
+func AddOnServiceAgent(projectNumber string) string {
+	return "service-" + projectNumber + "@" + AddOnAgentDomain
+}
 
 // ChatApp plays Google Chat calling a Chat app's HTTP endpoint. It mints
 // the bearer tokens of both "Authentication audience" settings of the
@@ -56,7 +75,9 @@ type ChatApp struct {
 	google *Server
 
 	mu          sync.Mutex
-	keys        []*chatKey // the published keys; the last one signs
+	sent        map[string]sentEvent // by configCompleteRedirectUrl: what Send delivered
+	answers     []Answer             // what the endpoint answered Send, in order
+	keys        []*chatKey           // the published keys; the last one signs
 	certFetches int
 	certFaults  []int // HTTP statuses for the next certificate fetches
 }
@@ -92,8 +113,10 @@ func (s *Server) handleChatCerts(w http.ResponseWriter, r *http.Request) {
 	c.ServeHTTP(w, r)
 }
 
-// handleChatToken serves POST ChatTokenPath: the latest ChatApp's
-// ProjectToken for the audience given.
+// handleChatToken serves POST ChatTokenPath: the latest ChatApp's token
+// for the audience given: with addOnProject, the AddOnToken of that
+// project for the endpoint URL in audience; else, for an http(s) URL, the
+// EndpointToken; else the ProjectToken for a project number.
 func (s *Server) handleChatToken(w http.ResponseWriter, r *http.Request) {
 	c := s.chatApp.Load()
 	if c == nil {
@@ -101,7 +124,8 @@ func (s *Server) handleChatToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var in struct {
-		Audience string `json:"audience"`
+		Audience     string `json:"audience"`
+		AddOnProject string `json:"addOnProject"`
 	}
 	dec := json.NewDecoder(io.LimitReader(r.Body, maxFormBytes))
 	dec.DisallowUnknownFields()
@@ -113,7 +137,16 @@ func (s *Server) handleChatToken(w http.ResponseWriter, r *http.Request) {
 		invalidArgument("audience is required: the Chat app's project number.").write(w)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"token": c.ProjectToken(in.Audience, nil)})
+	var tok string
+	switch {
+	case in.AddOnProject != "":
+		tok = c.AddOnToken(in.Audience, in.AddOnProject, nil)
+	case strings.HasPrefix(in.Audience, "http://") || strings.HasPrefix(in.Audience, "https://"):
+		tok = c.EndpointToken(in.Audience, nil)
+	default:
+		tok = c.ProjectToken(in.Audience, nil)
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"token": tok})
 }
 
 // RotateKey adds a new signing key, as Google rotates service account
@@ -157,6 +190,24 @@ func (c *ChatApp) EndpointToken(endpointURL string, edit func(claims map[string]
 		edit(claims)
 	}
 	return c.google.MintIDToken(claims)
+}
+
+// AddOnToken returns the bearer token Chat sends a Chat app built as a
+// Google Workspace add-on of the project numbered projectNumber: a Google
+// ID token for endpointURL (an add-on's audience is always its HTTP
+// endpoint URL) whose email is the project's add-on service agent,
+// issued now and valid for an hour. The same token rides in the event's
+// authorizationEventObject.systemIdToken. edit, when not nil, may change
+// the claims before signing.
+func (c *ChatApp) AddOnToken(endpointURL, projectNumber string, edit func(claims map[string]any)) string {
+	return c.EndpointToken(endpointURL, func(claims map[string]any) {
+		claims["email"] = AddOnServiceAgent(projectNumber)
+		claims["sub"] = "10" + projectNumber // a service agent's numeric account id
+		claims["azp"] = claims["sub"]
+		if edit != nil {
+			edit(claims)
+		}
+	})
 }
 
 // ProjectToken returns the bearer token Chat sends with the "Project
@@ -232,8 +283,13 @@ func (c *ChatApp) CertFetches() int {
 }
 
 // ServeHTTP serves GET ChatCertsPath in Google's format, with a short
-// max-age so that caching verifiers notice a rotation soon.
+// max-age so that caching verifiers notice a rotation soon, and GET
+// ConfigCompletePath as chat.google.com does (serveConfigComplete).
 func (c *ChatApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == ConfigCompletePath {
+		c.serveConfigComplete(w, r)
+		return
+	}
 	if r.URL.Path != ChatCertsPath {
 		http.NotFound(w, r)
 		return
@@ -259,13 +315,15 @@ func (c *ChatApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(c.CertsJSON())
 }
 
-// Transport answers requests for ChatCertsURL in process and sends every
-// other request to the Server's Transport, which routes Google's hosts to
+// Transport answers requests for ChatCertsURL and for chat.google.com's
+// ConfigCompletePath in process and sends every other request to the Server's Transport, which routes Google's hosts to
 // the fake and refuses the rest.
 func (c *ChatApp) Transport() http.RoundTripper {
 	next := c.google.Transport()
 	return roundTripFunc(func(r *http.Request) (*http.Response, error) {
-		if r.URL.Hostname() != "www.googleapis.com" || r.URL.Path != ChatCertsPath {
+		certs := r.URL.Hostname() == "www.googleapis.com" && r.URL.Path == ChatCertsPath
+		configured := r.URL.Hostname() == "chat.google.com" && r.URL.Path == ConfigCompletePath
+		if !certs && !configured {
 			return next.RoundTrip(r)
 		}
 		if err := r.Context().Err(); err != nil {

@@ -420,7 +420,7 @@ func (s *Server) Endpoints() []string {
 		"userinfo   GET  " + b + "/v1/userinfo",
 		"jwks       GET  " + b + "/oauth2/v3/certs (PEM map at /oauth2/v1/certs)",
 		"chat certs GET  " + b + ChatCertsPath + " (with a ChatApp)",
-		"chat token POST " + b + ChatTokenPath + " {\"audience\": project number} (fake only: signs as Google Chat)",
+		"chat token POST " + b + ChatTokenPath + " {\"audience\": project number or endpoint URL, \"addOnProject\"?: number} (fake only: signs as Google Chat or an add-on's agent)",
 		"discovery  GET  " + b + "/.well-known/openid-configuration",
 		"chat       POST " + b + "/v1/spaces, POST " + b + "/v1/spaces:setup, GET " + b + "/v1/spaces/{id}",
 		"iamcreds   POST " + b + "/v1/projects/-/serviceAccounts/{email}:signJwt (and :generateIdToken)",
