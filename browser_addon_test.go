@@ -24,8 +24,10 @@ import (
 // creating the space as the user. chat.google.com is served to Chromium
 // by the fake Chat app through the DevTools Fetch domain.
 func TestBrowserAddOnConsentLoop(t *testing.T) {
+	t.Parallel()
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
 			e := newBrowserEnv(t, kind)
 			app, err := fakegoogle.NewChatApp(e.google)
 			if err != nil {

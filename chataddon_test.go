@@ -103,8 +103,10 @@ func addOnAnswer(t *testing.T, raw string) chatAnswer {
 // the user; a redelivery creates nothing more. The user's OAuth token in
 // the event is never used: the answer before consent is the prompt.
 func TestChatEventsAddOnConsentLoop(t *testing.T) {
+	t.Parallel()
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
 			c := newChatEnv(t, kind, chatModeAddOn)
 			msg := chatMsg{text: "/createspace Launch review @Bob @Carol Ng", slash: createCommandID, mentions: []mention{bob, carol}}
 
@@ -166,6 +168,7 @@ func TestChatEventsAddOnConsentLoop(t *testing.T) {
 // TestChatEventsAddOnCommands: every command and event kind of the
 // classic app behaves the same in the add-on format.
 func TestChatEventsAddOnCommands(t *testing.T) {
+	t.Parallel()
 	c := newChatEnv(t, storeLocal, chatModeAddOn)
 	c.connect()
 	for _, tc := range []struct {
@@ -212,6 +215,7 @@ func TestChatEventsAddOnCommands(t *testing.T) {
 // like the classic one, must be consented by the Chat user it was made
 // for.
 func TestChatEventsAddOnConsentByAnotherAccount(t *testing.T) {
+	t.Parallel()
 	c := newChatEnv(t, storeLocal, chatModeAddOn)
 	bobUser := c.google.AddUser(fakegoogle.User{Email: "bob@example.com", EmailVerified: true})
 	// Google's account chooser picks alice, the first account.
@@ -230,6 +234,7 @@ func TestChatEventsAddOnConsentByAnotherAccount(t *testing.T) {
 // can act on, the operator learns why in the log, and nothing else
 // happens: no Chat call, no prompt.
 func TestChatEventsAddOnRefused(t *testing.T) {
+	t.Parallel()
 	c := newChatEnv(t, storeLocal, chatModeAddOn)
 	c.connect()
 	classicApp := &chatEnv{testEnv: c.testEnv, app: c.app, mode: chatAudienceEndpoint}
@@ -316,11 +321,13 @@ func TestChatEventsAddOnRefused(t *testing.T) {
 // the deployment is not an add-on's, and the log says which setting to
 // change.
 func TestChatEventsAddOnNotConfigured(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct{ mode, why string }{
 		{chatAudienceEndpoint, "CHAT_PROJECT_NUMBER is not set: if this deployment's Chat app is that project's add-on, set CHAT_PROJECT_NUMBER=" + addOnProject},
 		{chatAudienceProject, "an add-on Chat app needs CHAT_AUDIENCE_TYPE=ENDPOINT_URL"},
 	} {
 		t.Run(tc.mode, func(t *testing.T) {
+			t.Parallel()
 			c := newChatEnv(t, storeLocal, tc.mode)
 			addOn := &chatEnv{testEnv: c.testEnv, app: c.app, mode: chatModeAddOn}
 			tok := addOn.token(nil)
@@ -339,6 +346,7 @@ func TestChatEventsAddOnNotConfigured(t *testing.T) {
 // TestChatAddOnConfig: CHAT_PROJECT_NUMBER is digits, and only beside
 // the ENDPOINT_URL audience, each refusal naming the variable.
 func TestChatAddOnConfig(t *testing.T) {
+	t.Parallel()
 	base := map[string]string{
 		"GOOGLE_CLOUD_PROJECT": "p", "CLIENT_SECRETS": "c.json", "WEBHOOK_SECRETS": "w", "TOKEN_KEYSET": "k.json",
 		"REDIRECT_URL": "https://r-p.cloudfunctions.net/OAuthCallback", "PUBLIC_URL": "https://r-p.cloudfunctions.net",
@@ -373,6 +381,7 @@ func TestChatAddOnConfig(t *testing.T) {
 // TestAddOnEventFormat pins the fake's add-on event to Google's mapping,
 // so that the tests above send what Chat sends.
 func TestAddOnEventFormat(t *testing.T) {
+	t.Parallel()
 	b, err := fakegoogle.AddOnEvent([]byte(chatMsg{text: "/createspace X", slash: createCommandID}.json()), "tok")
 	if err != nil {
 		t.Fatal(err)
