@@ -3,12 +3,14 @@ package chatauth
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -66,37 +68,81 @@ func needChromium(t *testing.T) string {
 	return ""
 }
 
-// newChromium starts a headless Chromium with a fresh profile and returns
-// the context of its first tab. Everything done with it, and the browser
-// itself, ends after browserTimeout; the browser is stopped when the test
-// ends.
-func newChromium(t *testing.T) context.Context {
-	t.Helper()
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(needChromium(t)),
-		chromedp.UserDataDir(t.TempDir()),
-	}
-	for _, f := range chromiumFlags {
-		opts = append(opts, chromedp.Flag(f, true))
-	}
-	output := &syncBuffer{}
-	opts = append(opts, chromedp.CombinedOutput(output))
+// chromium is the one headless Chromium of the test binary, started by the
+// first test that needs a browser and stopped by TestMain: starting a
+// browser costs more CPU than the scenario it serves. Each test gets a
+// BrowserContext of its own (newChromium), which shares no cookies,
+// storage or cache with any other, as a fresh profile would.
+var chromium struct {
+	once   sync.Once
+	ctx    context.Context // the browser's first tab; its contexts derive from it
+	stop   func()
+	output *syncBuffer
+	err    error
+}
 
-	ctx, cancelTimeout := context.WithTimeout(context.Background(), browserTimeout)
-	ctx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
-	ctx, cancelTab := chromedp.NewContext(ctx)
-	t.Cleanup(func() {
-		cancelTab()
-		cancelAlloc() // waits for the browser process to exit
-		cancelTimeout()
-		if t.Failed() {
-			t.Logf("Chromium's output:\n%s", output)
+// startChromium starts the shared browser, once.
+func startChromium(t *testing.T) context.Context {
+	t.Helper()
+	path := needChromium(t)
+	chromium.once.Do(func() {
+		dir, err := os.MkdirTemp("", "chatauth-chromium-")
+		if err != nil {
+			chromium.err = err
+			return
+		}
+		opts := []chromedp.ExecAllocatorOption{chromedp.ExecPath(path), chromedp.UserDataDir(dir)}
+		for _, f := range chromiumFlags {
+			opts = append(opts, chromedp.Flag(f, true))
+		}
+		chromium.output = &syncBuffer{}
+		opts = append(opts, chromedp.CombinedOutput(chromium.output))
+		allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+		ctx, cancelBrowser := chromedp.NewContext(allocCtx)
+		chromium.ctx = ctx
+		chromium.stop = func() {
+			cancelBrowser()
+			cancelAlloc() // waits for the browser process to exit
+			os.RemoveAll(dir)
+		}
+		// The first Do starts the browser, so a broken installation fails
+		// here rather than in the middle of a flow. Its context is the
+		// browser's life, so it has no timeout: a hung start is bounded
+		// by the test binary's.
+		if err := chromedp.Do(ctx); err != nil {
+			chromium.err = fmt.Errorf("start Chromium: %w\n%s", err, chromium.output)
 		}
 	})
-	// The first Do starts the browser, so a broken installation fails here
-	// rather than in the middle of a flow.
+	if chromium.err != nil {
+		t.Fatal(chromium.err)
+	}
+	return chromium.ctx
+}
+
+// stopChromium stops the shared browser, if a test started it.
+func stopChromium() {
+	if chromium.stop != nil {
+		chromium.stop()
+	}
+}
+
+// newChromium returns the context of a new tab in a BrowserContext of
+// the test's own, in the shared headless Chromium. Everything done with
+// it ends after browserTimeout; the tab and its BrowserContext are
+// disposed of when the test ends.
+func newChromium(t *testing.T) context.Context {
+	t.Helper()
+	tab, cancelTab := chromedp.NewContext(startChromium(t), chromedp.WithNewBrowserContext())
+	ctx, cancelTimeout := context.WithTimeout(tab, browserTimeout)
+	t.Cleanup(func() {
+		cancelTimeout()
+		cancelTab()
+		if t.Failed() {
+			t.Logf("Chromium's output:\n%s", chromium.output)
+		}
+	})
 	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("start Chromium: %v\n%s", err, output)
+		t.Fatalf("open a tab in Chromium: %v", err)
 	}
 	return ctx
 }

@@ -61,6 +61,7 @@ func TestMain(m *testing.M) {
 		flag.Set("test.parallel", fmt.Sprint(testParallel))
 	}
 	code := m.Run()
+	stopChromium()
 	if emulator != nil {
 		emulator.Stop()
 	}
