@@ -108,9 +108,16 @@ func build(t *testing.T, pkg, tags, name string) string {
 	b.once.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
-		out, err := exec.CommandContext(ctx, goTool(t), "build", "-tags", tags, "-o", b.path, pkg).CombinedOutput()
+		if err := os.MkdirAll(filepath.Dir(b.path), 0o755); err != nil {
+			b.err = err
+			return
+		}
+		// go run keeps the executable it builds in the build cache, where
+		// go build would link it again on every run of the tests; -exec cp
+		// copies it out instead of running it.
+		out, err := exec.CommandContext(ctx, goTool(t), "run", "-exec", "cp", "-tags", tags, pkg, b.path).CombinedOutput()
 		if err != nil {
-			b.err = fmt.Errorf("go build -tags %q %s: %v\n%s", tags, pkg, err, out)
+			b.err = fmt.Errorf("go run -exec cp -tags %q %s: %v\n%s", tags, pkg, err, out)
 		}
 	})
 	if b.err != nil {

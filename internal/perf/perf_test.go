@@ -24,6 +24,9 @@ var (
 
 func TestMain(m *testing.M) {
 	code := m.Run()
+	if emulator.e != nil {
+		emulator.e.Stop()
+	}
 	if buildDir != "" {
 		os.RemoveAll(buildDir)
 	}
@@ -47,9 +50,18 @@ func binaries(t *testing.T) Binaries {
 	return bins
 }
 
-// needEmulator skips (fails under CI=true) where the Firestore emulator
-// cannot run.
-func needEmulator(t *testing.T) {
+// emulator is the one Firestore emulator the tests share, each run in a
+// project of its own (SetupOptions.Emulator); TestMain stops it.
+var emulator struct {
+	once sync.Once
+	e    *fsemulator.Emulator
+	err  error
+}
+
+// needEmulator returns the shared emulator's address, starting it on first
+// use; it skips (fails under CI=true) where the Firestore emulator cannot
+// run.
+func needEmulator(t *testing.T) string {
 	t.Helper()
 	if err := fsemulator.Available(); err != nil {
 		if os.Getenv("CI") == "true" {
@@ -57,6 +69,15 @@ func needEmulator(t *testing.T) {
 		}
 		t.Skip(err)
 	}
+	emulator.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		emulator.e, emulator.err = fsemulator.Start(ctx)
+	})
+	if emulator.err != nil {
+		t.Fatal(emulator.err)
+	}
+	return emulator.e.Host()
 }
 
 // refused reports whether nothing listens on port any more.
@@ -75,12 +96,13 @@ func TestRunLoad(t *testing.T) {
 		t.Run(store, func(t *testing.T) {
 			t.Parallel()
 			b := binaries(t)
+			var host string
 			if store == StoreFirestore {
-				needEmulator(t)
+				host = needEmulator(t)
 			}
 			rep, err := RunLoad(context.Background(), LoadConfig{
 				Store: store, Users: 3, Concurrency: 4, Duration: time.Second, Requests: 200, Rounds: 2,
-				Dir: t.TempDir(), Bin: b,
+				Dir: t.TempDir(), Bin: b, Emulator: host,
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -127,10 +149,11 @@ func TestRunColdStart(t *testing.T) {
 		t.Run(store, func(t *testing.T) {
 			t.Parallel()
 			b := binaries(t)
+			var host string
 			if store == StoreFirestore {
-				needEmulator(t)
+				host = needEmulator(t)
 			}
-			rep, err := RunColdStart(context.Background(), ColdConfig{Store: store, Spawns: 2, Interval: 2 * time.Millisecond, Dir: t.TempDir(), Bin: b})
+			rep, err := RunColdStart(context.Background(), ColdConfig{Store: store, Spawns: 2, Interval: 2 * time.Millisecond, Dir: t.TempDir(), Bin: b, Emulator: host})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -29,7 +29,10 @@ import (
 
 // Build compiles the main package pkg (an import path or ./dir, relative to
 // the module root modDir) with the go build flags given into dir and
-// returns the binary's path.
+// returns the binary's path. It builds with go run, which keeps the
+// executable in the build cache (go build would link it again every time),
+// and -exec cp, which copies it out instead of running it. The program is
+// the same; go run leaves out DWARF, which a running program never reads.
 func Build(ctx context.Context, modDir, pkg, dir string, flags ...string) (string, error) {
 	name := filepath.Base(pkg)
 	for _, f := range flags {
@@ -38,13 +41,13 @@ func Build(ctx context.Context, modDir, pkg, dir string, flags ...string) (strin
 		}
 	}
 	out := filepath.Join(dir, name)
-	args := append(append([]string{"build"}, flags...), "-o", out, pkg)
+	args := append(append([]string{"run", "-exec", "cp"}, flags...), pkg, out)
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = modDir
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("perf: go build %s: %w\n%s", pkg, err, stderr.String())
+		return "", fmt.Errorf("perf: go run -exec cp %s: %w\n%s", pkg, err, stderr.String())
 	}
 	return out, nil
 }

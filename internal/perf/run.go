@@ -78,6 +78,7 @@ type LoadConfig struct {
 	Warmup      time.Duration // per target, before the rounds
 	Rounds      int
 	Dir         string // a fresh work directory
+	Emulator    string // a running Firestore emulator to share (SetupOptions.Emulator); empty: start one
 	Bin         Binaries
 	// Progress, when set, receives a line per finished step.
 	Progress func(format string, args ...any)
@@ -130,7 +131,7 @@ func RunLoad(ctx context.Context, c LoadConfig) (*LoadReport, error) {
 	if c.Rounds < 1 {
 		c.Rounds = 1
 	}
-	s, err := NewSetup(ctx, SetupOptions{Store: c.Store, Dir: c.Dir, Users: c.Users, CountReads: true})
+	s, err := NewSetup(ctx, SetupOptions{Store: c.Store, Dir: c.Dir, Users: c.Users, CountReads: true, Emulator: c.Emulator})
 	if err != nil {
 		return nil, err
 	}
@@ -244,6 +245,7 @@ type ColdConfig struct {
 	Spawns   int           // per target
 	Interval time.Duration // between polls
 	Dir      string
+	Emulator string // a running Firestore emulator to share (SetupOptions.Emulator); empty: start one
 	Bin      Binaries
 	Progress func(format string, args ...any)
 }
@@ -265,7 +267,7 @@ func RunColdStart(ctx context.Context, c ColdConfig) (*ColdReport, error) {
 	if progress == nil {
 		progress = func(string, ...any) {}
 	}
-	s, err := NewSetup(ctx, SetupOptions{Store: c.Store, Dir: c.Dir, Users: 1})
+	s, err := NewSetup(ctx, SetupOptions{Store: c.Store, Dir: c.Dir, Users: 1, Emulator: c.Emulator})
 	if err != nil {
 		return nil, err
 	}

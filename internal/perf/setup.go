@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"cloud.google.com/go/firestore"
@@ -60,10 +61,12 @@ type Setup struct {
 	// Proxy counts Firestore calls; nil for StoreLocal or when not asked.
 	Proxy *CountingProxy
 
-	sm       *fakesecretmanager.Server
-	emulator *fsemulator.Emulator
-	fsHost   string // what both processes get as FIRESTORE_EMULATOR_HOST
-	secrets  map[string]string
+	sm           *fakesecretmanager.Server
+	emulator     *fsemulator.Emulator // the emulator this Setup started; nil when given one
+	emulatorHost string               // the emulator's address
+	project      string               // the Firestore project: Project, or one of its own on a shared emulator
+	fsHost       string               // what both processes get as FIRESTORE_EMULATOR_HOST
+	secrets      map[string]string
 }
 
 // SetupOptions shape NewSetup.
@@ -74,14 +77,21 @@ type SetupOptions struct {
 	// CountReads puts a CountingProxy between both processes and
 	// Firestore.
 	CountReads bool
+	// Emulator is the address of a running Firestore emulator to use
+	// instead of starting one. The Setup then works in a project of its
+	// own, so Setups sharing an emulator see none of each other's data.
+	Emulator string
 }
+
+// sharedProjects numbers the projects of Setups on a shared emulator.
+var sharedProjects atomic.Int64
 
 // NewSetup starts the fakes. Close stops them.
 func NewSetup(ctx context.Context, o SetupOptions) (_ *Setup, err error) {
 	if o.Users < 1 {
 		o.Users = 1
 	}
-	s := &Setup{Store: o.Store, Dir: o.Dir, secrets: map[string]string{}}
+	s := &Setup{Store: o.Store, Dir: o.Dir, secrets: map[string]string{}, project: Project}
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -137,12 +147,18 @@ func NewSetup(ctx context.Context, o SetupOptions) (_ *Setup, err error) {
 		for name, data := range files {
 			s.secrets[name] = s.sm.Put("projects/"+Project+"/secrets/"+strings.ToLower(name), data)
 		}
-		if s.emulator, err = fsemulator.Start(ctx); err != nil {
-			return nil, err
+		if o.Emulator != "" {
+			s.emulatorHost = o.Emulator
+			s.project = fmt.Sprintf("%s-%d-%d", Project, os.Getpid(), sharedProjects.Add(1))
+		} else {
+			if s.emulator, err = fsemulator.Start(ctx); err != nil {
+				return nil, err
+			}
+			s.emulatorHost = s.emulator.Host()
 		}
-		s.fsHost = s.emulator.Host()
+		s.fsHost = s.emulatorHost
 		if o.CountReads {
-			if s.Proxy, err = StartCountingProxy(s.emulator.Host()); err != nil {
+			if s.Proxy, err = StartCountingProxy(s.emulatorHost); err != nil {
 				return nil, err
 			}
 			s.fsHost = s.Proxy.Addr()
@@ -194,7 +210,7 @@ func (s *Setup) ProductEnv() []string {
 	}
 	if s.Store == StoreFirestore {
 		env = append(env,
-			"GOOGLE_CLOUD_PROJECT="+Project,
+			"GOOGLE_CLOUD_PROJECT="+s.project,
 			"FIRESTORE_EMULATOR_HOST="+s.fsHost,
 			"SECRETMANAGER_EMULATOR_HOST="+s.sm.Addr())
 	}
@@ -210,7 +226,7 @@ func (s *Setup) FloorEnv() []string {
 		"CHAT_API_ENDPOINT=" + s.Google.ChatEndpoint(),
 	}
 	if s.Store == StoreFirestore {
-		env = append(env, "GOOGLE_CLOUD_PROJECT="+Project, "FIRESTORE_EMULATOR_HOST="+s.fsHost)
+		env = append(env, "GOOGLE_CLOUD_PROJECT="+s.project, "FIRESTORE_EMULATOR_HOST="+s.fsHost)
 	}
 	return env
 }
@@ -225,8 +241,8 @@ func (s *Setup) SeedFloor(ctx context.Context) error {
 		tokens[u.Sub] = access
 	}
 	if s.Store == StoreFirestore {
-		os.Setenv("FIRESTORE_EMULATOR_HOST", s.emulator.Host())
-		c, err := firestore.NewClient(ctx, Project)
+		os.Setenv("FIRESTORE_EMULATOR_HOST", s.emulatorHost)
+		c, err := firestore.NewClient(ctx, s.project)
 		if err != nil {
 			return err
 		}
