@@ -108,46 +108,9 @@ func TestChatEventsAddOnConsentLoop(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			c := newChatEnv(t, kind, chatModeAddOn)
-			msg := chatMsg{text: "/createspace Launch review @Bob @Carol Ng", slash: createCommandID, mentions: []mention{bob, carol}}
-
-			prompt := c.send(msg)
+			prompt, got, rec := runConsentLoop(t, c)
 			if strings.Contains(prompt.raw, "actionResponse") || !strings.Contains(prompt.raw, `"basic_authorization_prompt"`) {
 				t.Errorf("the prompt is not the add-on's basic authorization prompt: %s", prompt.raw)
-			}
-			start := prompt.configURL(t)
-			if !strings.HasPrefix(start, c.base+"/OAuthStart?ticket=") {
-				t.Errorf("authorization_url %q is not OAuthStart with a ticket", start)
-			}
-			if strings.Contains(start, aliceSub) || strings.Contains(start, "AHAr1x") {
-				t.Error("the authorization link shows the Chat user id or Chat's redirect token; the ticket should be sealed")
-			}
-			if n := c.google.TotalChatCalls(); n != 0 {
-				t.Errorf("the Chat API was called %d times before consent (the event's user token must not be used)", n)
-			}
-
-			resp, body := c.consentAt(newBrowser(t), start)
-			if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != chatRedirect {
-				t.Fatalf("callback: got %d to %q, want 302 to Chat's configCompleteRedirectUri: %s", resp.StatusCode, resp.Header.Get("Location"), body)
-			}
-			rec := c.storedToken(aliceSub)
-			if rec == nil || rec.Status != tokenActive {
-				t.Fatalf("no active token stored for alice: %+v", rec)
-			}
-
-			got := c.send(msg)
-			spaces := c.google.Spaces()
-			if len(spaces) != 1 {
-				t.Fatalf("%d spaces exist, want 1; answer %s", len(spaces), got.raw)
-			}
-			sp := spaces[0]
-			if sp.DisplayName != "Launch review" || sp.Creator != aliceSub || strings.Join(sp.Members, ",") != "users/201,users/202" {
-				t.Errorf("space: got %q by %s with %q; want \"Launch review\" by alice with users/201,users/202", sp.DisplayName, sp.Creator, sp.Members)
-			}
-			if !strings.Contains(got.Text, "Launch review") || !strings.Contains(got.Text, sp.SpaceURI) {
-				t.Errorf("answer %q does not name the space and link %s", got.Text, sp.SpaceURI)
-			}
-			if again := c.send(msg); !strings.Contains(again.Text, sp.SpaceURI) || len(c.google.Spaces()) != 1 {
-				t.Errorf("redelivery: answer %q, %d spaces; want the same space and 1", again.Text, len(c.google.Spaces()))
 			}
 			// The user's tokens from the events are in no answer, and
 			// neither in the stored record nor, for the embedded store,

@@ -263,47 +263,60 @@ func TestChatEventsConsentLoop(t *testing.T) {
 		t.Run(kind+"/"+mode, func(t *testing.T) {
 			t.Parallel()
 			c := newChatEnv(t, kind, mode)
-			msg := chatMsg{text: "/createspace Launch review @Bob @Carol Ng", slash: createCommandID, mentions: []mention{bob, carol}}
-
-			start := c.send(msg).configURL(t)
-			if !strings.HasPrefix(start, c.base+"/OAuthStart?ticket=") {
-				t.Errorf("Configure link %q is not OAuthStart with a ticket", start)
-			}
-			if strings.Contains(start, aliceSub) || strings.Contains(start, "AHAr1x") {
-				t.Error("the Configure link shows the Chat user id or Chat's redirect token; the ticket should be sealed")
-			}
-			if n := c.google.TotalChatCalls(); n != 0 {
-				t.Errorf("the Chat API was called %d times before consent", n)
-			}
-
-			resp, body := c.consentAt(newBrowser(t), start)
-			if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != chatRedirect {
-				t.Fatalf("callback: got %d to %q, want 302 to Chat's configCompleteRedirectUrl: %s", resp.StatusCode, resp.Header.Get("Location"), body)
-			}
-			rec := c.storedToken(aliceSub)
-			if rec == nil || rec.Status != tokenActive {
-				t.Fatalf("no active token stored for alice: %+v", rec)
-			}
-
-			// Chat re-sends the message that asked for the configuration.
-			got := c.send(msg)
-			spaces := c.google.Spaces()
-			if len(spaces) != 1 {
-				t.Fatalf("%d spaces exist, want 1; answer %s", len(spaces), got.raw)
-			}
-			sp := spaces[0]
-			if sp.DisplayName != "Launch review" || sp.Creator != aliceSub || sp.Route != "spaces.setup" || strings.Join(sp.Members, ",") != "users/201,users/202" {
-				t.Errorf("space: got %q by %s via %s with %q; want \"Launch review\" by alice via spaces.setup with users/201,users/202", sp.DisplayName, sp.Creator, sp.Route, sp.Members)
-			}
-			if !strings.Contains(got.Text, "Launch review") || !strings.Contains(got.Text, sp.SpaceURI) {
-				t.Errorf("answer %q does not name the space and link %s", got.Text, sp.SpaceURI)
-			}
-			// A redelivery of the same message creates nothing new.
-			if again := c.send(msg); !strings.Contains(again.Text, sp.SpaceURI) || len(c.google.Spaces()) != 1 {
-				t.Errorf("redelivery: answer %q, %d spaces; want the same space and 1", again.Text, len(c.google.Spaces()))
-			}
+			runConsentLoop(t, c)
 		})
 	}
+}
+
+// runConsentLoop drives the consent loop both event formats share: a
+// slash command from alice, who has not consented, gets the prompt, whose
+// link is OAuthStart with a sealed ticket, and nothing calls Chat; the
+// consent ends at Chat's redirect URL with alice's consent stored; the
+// re-sent command creates one space as alice, with the people mentioned,
+// named in the answer; a redelivery creates nothing more. It returns the
+// prompt, the answer and the stored record.
+func runConsentLoop(t *testing.T, c *chatEnv) (prompt, got chatAnswer, rec *tokenRecord) {
+	t.Helper()
+	msg := chatMsg{text: "/createspace Launch review @Bob @Carol Ng", slash: createCommandID, mentions: []mention{bob, carol}}
+	prompt = c.send(msg)
+	start := prompt.configURL(t)
+	if !strings.HasPrefix(start, c.base+"/OAuthStart?ticket=") {
+		t.Errorf("the prompt's link %q is not OAuthStart with a ticket", start)
+	}
+	if strings.Contains(start, aliceSub) || strings.Contains(start, "AHAr1x") {
+		t.Error("the prompt's link shows the Chat user id or Chat's redirect token; the ticket should be sealed")
+	}
+	if n := c.google.TotalChatCalls(); n != 0 {
+		t.Errorf("the Chat API was called %d times before consent", n)
+	}
+
+	resp, body := c.consentAt(newBrowser(t), start)
+	if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != chatRedirect {
+		t.Fatalf("callback: got %d to %q, want 302 to Chat's redirect URL: %s", resp.StatusCode, resp.Header.Get("Location"), body)
+	}
+	rec = c.storedToken(aliceSub)
+	if rec == nil || rec.Status != tokenActive {
+		t.Fatalf("no active token stored for alice: %+v", rec)
+	}
+
+	// Chat re-sends the message that asked for the configuration.
+	got = c.send(msg)
+	spaces := c.google.Spaces()
+	if len(spaces) != 1 {
+		t.Fatalf("%d spaces exist, want 1; answer %s", len(spaces), got.raw)
+	}
+	sp := spaces[0]
+	if sp.DisplayName != "Launch review" || sp.Creator != aliceSub || sp.Route != "spaces.setup" || strings.Join(sp.Members, ",") != "users/201,users/202" {
+		t.Errorf("space: got %q by %s via %s with %q; want \"Launch review\" by alice via spaces.setup with users/201,users/202", sp.DisplayName, sp.Creator, sp.Route, sp.Members)
+	}
+	if !strings.Contains(got.Text, "Launch review") || !strings.Contains(got.Text, sp.SpaceURI) {
+		t.Errorf("answer %q does not name the space and link %s", got.Text, sp.SpaceURI)
+	}
+	// A redelivery of the same message creates nothing new.
+	if again := c.send(msg); !strings.Contains(again.Text, sp.SpaceURI) || len(c.google.Spaces()) != 1 {
+		t.Errorf("redelivery: answer %q, %d spaces; want the same space and 1", again.Text, len(c.google.Spaces()))
+	}
+	return prompt, got, rec
 }
 
 // TestChatEventsConsentByAnotherAccount: whoever opens a Configure link
