@@ -44,10 +44,6 @@ const (
 	// picked was taken before the emulator could bind it.
 	startAttempts = 3
 
-	// restartAttempts is how often Restart tries to bind its port again:
-	// unlike Start it cannot move, and the port may be briefly unavailable.
-	restartAttempts = 10
-
 	// outputLimit caps the emulator output kept in memory, which is only
 	// there to explain a failure, so a long test run does not grow it.
 	outputLimit = 64 << 10
@@ -64,7 +60,7 @@ var errPortTaken = errors.New("port already in use")
 // Emulator is a Firestore emulator process. Its methods are safe for
 // concurrent use.
 type Emulator struct {
-	host string // fixed for the Emulator's life, so Restart keeps clients' address valid
+	host string
 
 	mu   sync.Mutex
 	proc *process // nil while stopped
@@ -156,30 +152,9 @@ func freeHost() (string, error) {
 }
 
 // Host returns the emulator's "127.0.0.1:PORT", the value for
-// FIRESTORE_EMULATOR_HOST. It stays the same across Restart.
+// FIRESTORE_EMULATOR_HOST.
 func (e *Emulator) Host() string {
 	return e.host
-}
-
-// Reset deletes every document of project's default database, so that tests
-// sharing one emulator start from an empty database without the seconds a
-// restart costs.
-func (e *Emulator) Reset(ctx context.Context, project string) error {
-	u := "http://" + e.host + "/emulator/v1/projects/" + project + "/databases/(default)/documents"
-	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, u, nil)
-	if err != nil {
-		return fmt.Errorf("fsemulator: reset %s: %w", project, err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("fsemulator: reset %s: %w", project, err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("fsemulator: reset %s: got HTTP status %s (%s), want 200 OK", project, resp.Status, bytes.TrimSpace(body))
-	}
-	return nil
 }
 
 // Stop stops the emulator, the gcloud launcher and the Java process it
@@ -194,39 +169,6 @@ func (e *Emulator) Stop() error {
 		return nil
 	}
 	return p.stop()
-}
-
-// Restart stops the emulator if it runs and starts it again on the same
-// port, so clients made before keep working once it is back. The data is
-// lost. Tests use Stop and Restart to see how code behaves when Firestore
-// goes away in the middle of a run and comes back.
-func (e *Emulator) Restart(ctx context.Context) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if p := e.proc; p != nil {
-		e.proc = nil
-		if err := p.stop(); err != nil {
-			return err
-		}
-	}
-	var err error
-	for range restartAttempts {
-		var p *process
-		p, err = launch(ctx, e.host)
-		if err == nil {
-			e.proc = p
-			return nil
-		}
-		if !errors.Is(err, errPortTaken) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("fsemulator: restart on %s: %w (last attempt: %w)", e.host, ctx.Err(), err)
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
-	return err
 }
 
 // process is one run of the emulator.
@@ -256,28 +198,47 @@ func launch(ctx context.Context, host string) (*process, error) {
 	defer cancel()
 
 	out := &tailBuffer{limit: outputLimit}
-	// The emulator must outlive ctx, so this is not exec.CommandContext.
-	// It must not outlive this process, though, however it ends: a test
-	// that panics runs no cleanup, and its emulator would serve on, holding
-	// half a gigabyte. So gcloud starts under a watchdog: a shell that
-	// reads its standard input, a pipe only this process writes, and kills
-	// the whole group when it closes — which the kernel does when this
-	// process exits, even by SIGKILL. The shell then execs gcloud, which
-	// so stays the group's leader.
+	// gcloud would otherwise try to reach Google to report usage and look
+	// for updates, which only slows a start on a machine without Internet.
+	env := append(os.Environ(),
+		"CLOUDSDK_CORE_DISABLE_PROMPTS=1",
+		"CLOUDSDK_CORE_DISABLE_USAGE_REPORTING=true",
+		"CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK=true",
+	)
+	p, err := startGroup([]string{"gcloud", "emulators", "firestore", "start", "--host-port=" + host, "--quiet"}, env, out)
+	if err != nil {
+		return nil, err
+	}
+	p.host = host
+	if err := p.waitReady(ctx); err != nil {
+		if stopErr := p.stop(); stopErr != nil {
+			err = fmt.Errorf("%w; and then: %w", err, stopErr)
+		}
+		return nil, err
+	}
+	return p, nil
+}
+
+// startGroup runs args in a process group of its own, under the watchdog,
+// with its output going to out.
+//
+// The emulator must outlive the context of its start, so this is not
+// exec.CommandContext. It must not outlive this process, though, however
+// it ends: a test that panics runs no cleanup, and its emulator would
+// serve on, holding half a gigabyte. So the command starts under a
+// watchdog: a shell that reads its standard input, a pipe only this
+// process writes, and kills the whole group when it closes — which the
+// kernel does when this process exits, even by SIGKILL. The shell then
+// execs the command, which so stays the group's leader.
+func startGroup(args, env []string, out *tailBuffer) (*process, error) {
 	watchIn, lifeline, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("fsemulator: %w", err)
 	}
 	defer watchIn.Close() // the shell has its own copy
-	cmd := exec.Command("/bin/sh", "-c", watchdog, "sh", "gcloud", "emulators", "firestore", "start", "--host-port="+host, "--quiet")
+	cmd := exec.Command("/bin/sh", append([]string{"-c", watchdog, "sh"}, args...)...)
 	cmd.Stdin = watchIn
-	// gcloud would otherwise try to reach Google to report usage and look
-	// for updates, which only slows a start on a machine without Internet.
-	cmd.Env = append(os.Environ(),
-		"CLOUDSDK_CORE_DISABLE_PROMPTS=1",
-		"CLOUDSDK_CORE_DISABLE_USAGE_REPORTING=true",
-		"CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK=true",
-	)
+	cmd.Env = env
 	cmd.Stdout = out
 	cmd.Stderr = out
 	// gcloud is a Python launcher that runs a shell script that runs Java;
@@ -290,22 +251,15 @@ func launch(ctx context.Context, host string) (*process, error) {
 	cmd.WaitDelay = 2 * time.Second
 	if err := cmd.Start(); err != nil {
 		lifeline.Close()
-		return nil, fmt.Errorf("fsemulator: start gcloud: %w", err)
+		return nil, fmt.Errorf("fsemulator: start %s: %w", args[0], err)
 	}
-	p := &process{host: host, cmd: cmd, pgid: cmd.Process.Pid, out: out, done: make(chan struct{}), lifeline: lifeline}
+	p := &process{cmd: cmd, pgid: cmd.Process.Pid, out: out, done: make(chan struct{}), lifeline: lifeline}
 	go func() {
 		// The exit status says nothing useful: gcloud exits 0 even when the
 		// emulator failed, and a stopped emulator dies of a signal.
 		_ = cmd.Wait()
 		close(p.done)
 	}()
-
-	if err := p.waitReady(ctx); err != nil {
-		if stopErr := p.stop(); stopErr != nil {
-			err = fmt.Errorf("%w; and then: %w", err, stopErr)
-		}
-		return nil, err
-	}
 	return p, nil
 }
 
