@@ -62,6 +62,7 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	stopChromium()
+	stopGcloudCLI()
 	if emulator != nil {
 		emulator.Stop()
 	}

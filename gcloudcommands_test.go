@@ -1,7 +1,9 @@
 package chatauth
 
 import (
+	"bufio"
 	"bytes"
+	"errors"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -10,6 +12,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -181,31 +184,142 @@ func TestGcloudCommandsParse(t *testing.T) {
 	}
 }
 
-// gcloudDriver parses command lines with gcloud's own command-line
-// interface, loaded once (a gcloud process per command takes seconds): it
-// reads one JSON array of arguments per line from a file (a command may
-// read its standard input, --data-file=-) and runs each as gcloud would,
-// marking on stderr where each command's messages begin.
+// gcloudDriver runs command lines with gcloud's own command-line interface,
+// loaded once per test binary (loading it costs about a second of CPU, a
+// gcloud process per command took seconds): it reads one request per line
+// from file descriptor 3, {"dir": working directory, "args": [...]}, runs
+// the command as gcloud would, with an empty standard input, and writes
+// {"code", "stdout", "stderr"} as one line to file descriptor 4.
 const gcloudDriver = `
-import json, os, sys
+import io, json, os, sys
 root = sys.argv[1]
 sys.path.insert(0, os.path.join(root, 'lib', 'third_party'))
 sys.path.insert(0, os.path.join(root, 'lib'))
 from googlecloudsdk import gcloud_main
+from googlecloudsdk.core import log
 cli = gcloud_main.CreateCLI([])
-for line in open(sys.argv[2]):
-    args = json.loads(line)
-    sys.stderr.write('@@chatauth-command@@\n'); sys.stderr.flush()
+requests, answers = os.fdopen(3), os.fdopen(4, 'w')
+for line in requests:
+    req = json.loads(line)
+    os.chdir(req['dir'])
+    out, err = io.StringIO(), io.StringIO()
+    sys.stdin = io.TextIOWrapper(io.BytesIO(b''))
+    sys.stdout, sys.stderr = out, err
+    log.Reset(out, err)
     code = '0'
     try:
-        cli.Execute(args + ['--quiet'])
+        cli.Execute(req['args'] + ['--quiet'])
     except SystemExit as e:
         code = str(e.code)
     except BaseException as e:
         code = 'exception ' + type(e).__name__
-    sys.stderr.flush()
-    print(json.dumps(code), flush=True)
+    sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+    log.Reset(sys.stdout, sys.stderr)
+    answers.write(json.dumps({'code': code, 'stdout': out.getvalue(), 'stderr': err.getvalue()}) + '\n')
+    answers.flush()
 `
+
+// gcloudCLI is the test binary's one gcloud driver, started by the first
+// test that runs a gcloud command and stopped by TestMain.
+var gcloudCLI struct {
+	once     sync.Once
+	mu       sync.Mutex // one command at a time
+	cmd      *exec.Cmd
+	requests *os.File
+	answers  *bufio.Reader
+	output   *syncBuffer // the driver's own output, to explain a failure
+	config   string      // its CLOUDSDK_CONFIG, empty: offline, no account
+	err      error
+}
+
+// gcloudResult is what gcloud did with one command line.
+type gcloudResult struct {
+	Code           string // the exit status, or "exception NAME"
+	Stdout, Stderr string
+}
+
+// runGcloud runs one gcloud command line in dir, offline and without
+// credentials, with the project property set to my-project.
+func runGcloud(t *testing.T, gcloud, dir string, args []string) gcloudResult {
+	t.Helper()
+	gcloudCLI.once.Do(func() { gcloudCLI.err = startGcloudCLI(gcloud) })
+	if gcloudCLI.err != nil {
+		t.Fatal(gcloudCLI.err)
+	}
+	req, err := json.Marshal(map[string]any{"dir": dir, "args": args})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gcloudCLI.mu.Lock()
+	defer gcloudCLI.mu.Unlock()
+	var res gcloudResult
+	if _, err := gcloudCLI.requests.Write(append(req, '\n')); err != nil {
+		t.Fatalf("gcloud %s: the driver took no request: %v\n%s", strings.Join(args, " "), err, gcloudCLI.output)
+	}
+	line, err := gcloudCLI.answers.ReadBytes('\n')
+	if err == nil {
+		err = json.Unmarshal(line, &res)
+	}
+	if err != nil {
+		t.Fatalf("gcloud %s: the driver gave no answer: %v\n%s", strings.Join(args, " "), err, gcloudCLI.output)
+	}
+	return res
+}
+
+// startGcloudCLI starts the driver with the Python and the libraries of
+// the Cloud SDK that gcloud belongs to.
+func startGcloudCLI(gcloud string) error {
+	bin, err := filepath.EvalSymlinks(gcloud)
+	if err != nil {
+		return err
+	}
+	root := filepath.Dir(filepath.Dir(bin))
+	python := filepath.Join(root, "platform", "bundledpythonunix", "bin", "python3")
+	if _, err := os.Stat(python); err != nil {
+		if python, err = exec.LookPath("python3"); err != nil {
+			return errors.New("no Python to run gcloud with")
+		}
+	}
+	if gcloudCLI.config, err = os.MkdirTemp("", "chatauth-gcloud-"); err != nil {
+		return err
+	}
+	reqRead, reqWrite, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	ansRead, ansWrite, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(python, "-c", gcloudDriver, root)
+	cmd.Env = append(os.Environ(), "CLOUDSDK_CONFIG="+gcloudCLI.config, "CLOUDSDK_CORE_DISABLE_PROMPTS=1",
+		"CLOUDSDK_CORE_PROJECT=my-project", "CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK=1",
+		"CLOUDSDK_CORE_DISABLE_USAGE_REPORTING=1", "CLOUDSDK_PYTHON_SITEPACKAGES=0")
+	cmd.ExtraFiles = []*os.File{reqRead, ansWrite}
+	gcloudCLI.output = &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = gcloudCLI.output, gcloudCLI.output
+	err = cmd.Start()
+	reqRead.Close()
+	ansWrite.Close()
+	if err != nil {
+		reqWrite.Close()
+		ansRead.Close()
+		return fmt.Errorf("start gcloud's driver: %w", err)
+	}
+	gcloudCLI.cmd, gcloudCLI.requests, gcloudCLI.answers = cmd, reqWrite, bufio.NewReader(ansRead)
+	return nil
+}
+
+// stopGcloudCLI ends the driver, if a test started it: it exits at the
+// end of its requests.
+func stopGcloudCLI() {
+	if gcloudCLI.cmd == nil {
+		return
+	}
+	gcloudCLI.requests.Close()
+	gcloudCLI.cmd.Wait()
+	os.RemoveAll(gcloudCLI.config)
+}
 
 // gcloudParse runs each command line through gcloud, offline and without
 // credentials, and returns for each "" when gcloud parsed it, or what
@@ -213,19 +327,7 @@ for line in open(sys.argv[2]):
 // empty first, in a directory of their own.
 func gcloudParse(t *testing.T, gcloud string, cmds [][]string) []string {
 	t.Helper()
-	bin, err := filepath.EvalSymlinks(gcloud)
-	if err != nil {
-		t.Fatal(err)
-	}
-	root := filepath.Dir(filepath.Dir(bin))
-	python := filepath.Join(root, "platform", "bundledpythonunix", "bin", "python3")
-	if _, err := os.Stat(python); err != nil {
-		if python, err = exec.LookPath("python3"); err != nil {
-			t.Fatal("no Python to run gcloud's parser with")
-		}
-	}
 	dir := t.TempDir()
-	var in bytes.Buffer
 	for _, c := range cmds {
 		for _, a := range c {
 			if f, ok := strings.CutPrefix(a, "--config="); ok && !filepath.IsAbs(f) {
@@ -243,42 +345,16 @@ func gcloudParse(t *testing.T, gcloud string, cmds [][]string) []string {
 				}
 			}
 		}
-		line, _ := json.Marshal(c)
-		in.Write(append(line, '\n'))
-	}
-	list := filepath.Join(t.TempDir(), "commands.jsonl")
-	writeTreeFile(t, list, in.Bytes())
-	cmd := exec.Command(python, "-c", gcloudDriver, root, list)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "CLOUDSDK_CONFIG="+t.TempDir(), "CLOUDSDK_CORE_DISABLE_PROMPTS=1",
-		"CLOUDSDK_CORE_PROJECT=my-project", "CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK=1",
-		"CLOUDSDK_CORE_DISABLE_USAGE_REPORTING=1", "CLOUDSDK_PYTHON_SITEPACKAGES=0")
-	cmd.Stdin = strings.NewReader("")
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("gcloud's parser: %v\n%s", err, stderr.String())
-	}
-	var codes []string
-	for _, l := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
-		var c string
-		if err := json.Unmarshal([]byte(l), &c); err != nil {
-			t.Fatalf("gcloud's parser printed %q", l)
-		}
-		codes = append(codes, c)
-	}
-	msgs := strings.Split(stderr.String(), "@@chatauth-command@@\n")[1:]
-	if len(codes) != len(cmds) || len(msgs) != len(cmds) {
-		t.Fatalf("gcloud's parser answered %d codes and %d messages for %d commands:\n%s", len(codes), len(msgs), len(cmds), stderr.String())
 	}
 	out := make([]string, len(cmds))
-	for i, code := range codes {
-		switch {
-		case code == "2" || gcloudParseError.MatchString(msgs[i]):
-			out[i] = msgs[i]
-		case code == "0" || gcloudNeedsAccount.MatchString(msgs[i]):
+	for i, c := range cmds {
+		r := runGcloud(t, gcloud, dir, c)
+		switch msg := r.Stderr; {
+		case r.Code == "2" || gcloudParseError.MatchString(msg):
+			out[i] = msg
+		case r.Code == "0" || gcloudNeedsAccount.MatchString(msg):
 		default:
-			out[i] = fmt.Sprintf("neither parsed nor refused for want of an account (exit %s):\n%s", code, msgs[i])
+			out[i] = fmt.Sprintf("neither parsed nor refused for want of an account (exit %s):\n%s", r.Code, msg)
 		}
 	}
 	return out

@@ -185,20 +185,15 @@ func needGcloud(t *testing.T) string {
 }
 
 // listFilesForUpload runs `gcloud meta list-files-for-upload dir` offline,
-// with an empty configuration of its own.
+// in the test binary's gcloud (runGcloud).
 func listFilesForUpload(t *testing.T, gcloud, dir string) []string {
 	t.Helper()
-	cmd := exec.Command(gcloud, "meta", "list-files-for-upload", dir)
-	cmd.Env = append(os.Environ(), "CLOUDSDK_CONFIG="+t.TempDir(), "CLOUDSDK_CORE_DISABLE_PROMPTS=1",
-		"CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK=1", "CLOUDSDK_CORE_DISABLE_USAGE_REPORTING=1")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("gcloud meta list-files-for-upload: %v\n%s", err, stderr.String())
+	r := runGcloud(t, gcloud, dir, []string{"meta", "list-files-for-upload", dir})
+	if r.Code != "0" {
+		t.Fatalf("gcloud meta list-files-for-upload: exit %s\n%s", r.Code, r.Stderr)
 	}
 	var files []string
-	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+	for _, l := range strings.Split(strings.TrimSpace(r.Stdout), "\n") {
 		if l = strings.TrimSpace(l); l != "" {
 			files = append(files, filepath.ToSlash(l))
 		}
