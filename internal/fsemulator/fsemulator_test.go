@@ -111,6 +111,25 @@ func TestEmulator(t *testing.T) {
 	if len(pgids) != 1 || !pgids[e.proc.pgid] {
 		t.Fatalf("the emulator's processes on %s are in groups %v, want only its own group %d", host, pgids, e.proc.pgid)
 	}
+	// Java runs with javaOptions.
+	var javas int
+	for _, p := range procs(t) {
+		if p.pgid != e.proc.pgid || !strings.HasPrefix(p.cmd, "java ") {
+			continue
+		}
+		javas++
+		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", p.pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains("\x00"+string(env), "\x00JAVA_TOOL_OPTIONS="+javaOptions) {
+			t.Errorf("the emulator's Java runs without JAVA_TOOL_OPTIONS=%s", javaOptions)
+		}
+	}
+	if javas != 1 {
+		t.Errorf("found %d Java processes in the emulator's group, want 1", javas)
+	}
+
 	if err := e.Stop(); err != nil {
 		t.Fatalf("Stop: %v", err)
 	}
