@@ -4,6 +4,7 @@ package chatauth
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"os"
@@ -32,6 +33,9 @@ type secretManager struct {
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
+// errSecretTimeout is the cause of a read's own deadline.
+var errSecretTimeout = errors.New("no answer from Secret Manager in time")
+
 // access reads a Secret Manager version.
 func (r *secretManager) access(ctx context.Context, ref string) ([]byte, error) {
 	c, err := r.smClient(ctx)
@@ -40,9 +44,13 @@ func (r *secretManager) access(ctx context.Context, ref string) ([]byte, error) 
 	}
 	// The client retries Unavailable until its context ends; a cold start
 	// gives up sooner and lets the next request try again.
-	ctx, cancel := context.WithTimeout(ctx, r.timeout())
+	ctx, cancel := context.WithTimeoutCause(ctx, r.timeout(), errSecretTimeout)
 	defer cancel()
 	resp, err := c.AccessSecretVersion(ctx, &secretmanagerpb.AccessSecretVersionRequest{Name: ref})
+	if err != nil && errors.Is(context.Cause(ctx), errSecretTimeout) {
+		// The read's own bound, not the caller's deadline: say so.
+		return nil, fmt.Errorf("secrets: access %s: %w after %v (%v) (%w)", ref, errSecretTimeout, r.timeout(), err, errSecretsUnavailable)
+	}
 	if err != nil {
 		err = fmt.Errorf("secrets: access %s: %w", ref, err)
 		switch status.Code(err) {
