@@ -95,6 +95,9 @@ func wrapError(status string, err error, format string, args ...any) *Error {
 var (
 	errNotFound         = errors.New("not found")
 	errStoreUnavailable = errors.New("store unavailable")
+	// errStoreTimeout is the cause of a Firestore operation's own deadline
+	// (firestoreStore.bound), kept in the error's text.
+	errStoreTimeout = errors.New("no answer from Firestore in time")
 	// errAlreadyExists is a record that may be created once, created
 	// already: a consent state's used-marker (markStateUsed).
 	errAlreadyExists = errors.New("already exists")

@@ -33,9 +33,6 @@ type secretManager struct {
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// errSecretTimeout is the cause of a read's own deadline.
-var errSecretTimeout = errors.New("no answer from Secret Manager in time")
-
 // access reads a Secret Manager version.
 func (r *secretManager) access(ctx context.Context, ref string) ([]byte, error) {
 	c, err := r.smClient(ctx)

@@ -148,6 +148,10 @@ func (r *secretReader) read(ctx context.Context, name, ref string) ([]byte, erro
 // errSecretsUnavailable marks a failure to read a secret that may pass.
 var errSecretsUnavailable = errors.New("secret manager unavailable")
 
+// errSecretTimeout is the cause of a Secret Manager read's own deadline,
+// kept in the error's text.
+var errSecretTimeout = errors.New("no answer from Secret Manager in time")
+
 // clientSecrets is the part of Google's OAuth client JSON the function uses.
 type clientSecrets struct {
 	ClientID     string   `json:"client_id"`

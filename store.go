@@ -27,9 +27,6 @@ type firestoreStore struct {
 // included.
 const storeOpTimeout = 10 * time.Second
 
-// errStoreTimeout is the cause of an operation's own deadline.
-var errStoreTimeout = errors.New("no answer from Firestore in time")
-
 // bound gives one operation a deadline of its own. The client retries an
 // unreachable Firestore until its context ends, and a request's context
 // may have no deadline at all (OAuthStart), so without it a request would
