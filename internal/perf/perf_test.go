@@ -101,7 +101,7 @@ func TestRunLoad(t *testing.T) {
 				host = needEmulator(t)
 			}
 			rep, err := RunLoad(context.Background(), LoadConfig{
-				Store: store, Users: 3, Concurrency: 4, Duration: time.Second, Requests: 200, Rounds: 2,
+				Store: store, Users: 3, Concurrency: 4, Duration: time.Second, Requests: 40, Rounds: 2,
 				Dir: t.TempDir(), Bin: b, Emulator: host,
 			})
 			if err != nil {
