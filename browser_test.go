@@ -42,8 +42,8 @@ var chromiumFlags = []string{
 	"disable-quic",
 	// Browser chrome a headless test never sees, which costs a renderer
 	// process per BrowserContext (the omnibox popup's WebUI), and the spare
-	// renderer Chromium warms up ahead of the next navigation: together
-	// nearly half of the browser tests' CPU. Pages render as before.
+	// renderer Chromium warms up ahead of the next navigation: more CPU
+	// than the pages under test (TESTING.md). Pages render the same.
 	"disable-features=WebUIOmniboxPopup,WebUIOmniboxAimPopup,SpareRendererForSitePerProcess",
 }
 

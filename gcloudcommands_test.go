@@ -185,8 +185,8 @@ func TestGcloudCommandsParse(t *testing.T) {
 }
 
 // gcloudDriver runs command lines with gcloud's own command-line interface,
-// loaded once per test binary (loading it costs about a second of CPU, a
-// gcloud process per command took seconds): it reads one request per line
+// loaded once per test binary, since loading it costs more CPU than most
+// commands it then runs: it reads one request per line
 // from file descriptor 3, {"dir": working directory, "args": [...]}, runs
 // the command as gcloud would, with an empty standard input, and writes
 // {"code", "stdout", "stderr"} as one line to file descriptor 4.

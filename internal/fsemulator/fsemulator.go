@@ -55,12 +55,11 @@ const (
 )
 
 // javaOptions are the emulator JVM's switches, ahead of any the caller's
-// JAVA_TOOL_OPTIONS gives (the later win). A test run lives for a minute,
-// in which the JVM's optimising compiler spent more CPU than the emulator
-// served with: compiled by the quick compiler alone, the root package's
-// emulator took 11 s of CPU instead of 25 s and answered no slower. The
-// serial collector suits a small heap on a machine whose cores the tests
-// already use.
+// JAVA_TOOL_OPTIONS gives (the later win). A test run's emulator lives
+// about a minute, too short for the optimising compiler to repay its CPU:
+// the quick compiler alone serves the tests as fast for much less
+// (TESTING.md, "Where the CPU went"). The serial collector suits a small
+// heap on a machine whose cores the tests already use.
 const javaOptions = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
 // errPortTaken reports that the emulator could not bind its port.
