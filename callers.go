@@ -207,11 +207,27 @@ func parseSignatureHeader(header string) (ts string, t int64, v1mac [sha256.Size
 			return fail("spaces, control or non-ASCII characters")
 		}
 	}
+	ts, v1, problem := signatureFields(header)
+	if problem != "" {
+		return fail(problem)
+	}
+	t, ok := parseUnixSeconds(ts)
+	if !ok {
+		return fail(fmt.Sprintf("t must be unix seconds, 1 to %d digits", maxTimestampDigits))
+	}
+	if !decodeHex(v1mac[:], v1) {
+		return fail(fmt.Sprintf("v1 must be %d hex digits", 2*sha256.Size))
+	}
+	return ts, t, v1mac, nil
+}
 
+// signatureFields returns the values of t and v1 in an X-Signature value,
+// or what is wrong with its fields: each must be key=value, separated by
+// commas, each key at most once, at most maxSignatureFields of them.
+func signatureFields(header string) (ts, v1, problem string) {
 	var (
 		keys          [maxSignatureFields]string
 		nkeys         int
-		v1            string
 		haveT, haveV1 bool
 	)
 	for rest, more := header, true; more; {
@@ -219,18 +235,18 @@ func parseSignatureHeader(header string) (ts string, t int64, v1mac [sha256.Size
 		field, rest, more = strings.Cut(rest, ",")
 		k, v, ok := strings.Cut(field, "=")
 		if !ok || !isSignatureKey(k) || v == "" {
-			return fail("fields must be key=value, separated by commas")
+			return "", "", "fields must be key=value, separated by commas"
 		}
 		if slices.Contains(keys[:nkeys], k) {
 			switch k {
 			case "t", "v1":
-				return fail(k + " appears more than once")
+				return "", "", k + " appears more than once"
 			default:
-				return fail("a field appears more than once")
+				return "", "", "a field appears more than once"
 			}
 		}
 		if nkeys == len(keys) {
-			return fail(fmt.Sprintf("more than %d fields", maxSignatureFields))
+			return "", "", fmt.Sprintf("more than %d fields", maxSignatureFields)
 		}
 		keys[nkeys] = k
 		nkeys++
@@ -242,19 +258,12 @@ func parseSignatureHeader(header string) (ts string, t int64, v1mac [sha256.Size
 		}
 	}
 	if !haveT {
-		return fail("no t")
+		return "", "", "no t"
 	}
 	if !haveV1 {
-		return fail("no v1")
+		return "", "", "no v1"
 	}
-	t, ok := parseUnixSeconds(ts)
-	if !ok {
-		return fail(fmt.Sprintf("t must be unix seconds, 1 to %d digits", maxTimestampDigits))
-	}
-	if !decodeHex(v1mac[:], v1) {
-		return fail(fmt.Sprintf("v1 must be %d hex digits", 2*sha256.Size))
-	}
-	return ts, t, v1mac, nil
+	return ts, v1, ""
 }
 
 // signedByASecret reports whether want is the HMAC of "<ts>.<body>" under

@@ -250,26 +250,29 @@ func (s *server) readSecretsOpenStore(ctx context.Context, o serverOptions) (del
 			return err
 		})
 	}
-	g.Go(func() (err error) {
-		var st tokenStore
-		switch cfg.Store {
-		case storeLocal:
-			st, err = newLocalStore(cfg.DataDir, o.now)
-		default:
-			// The client lives as long as the instance, so it must not
-			// inherit the cancellation of the request that happened to
-			// build it.
-			st, err = openFirestore(context.WithoutCancel(ctx), cfg.Project, cfg.FirestoreDatabase, o.storeTimeout, o.firestore...)
-		}
-		if err == nil {
-			s.store = st
-		}
-		return err
-	})
+	g.Go(func() error { return s.openStore(ctx, o) })
 	if err := g.Wait(); err != nil {
 		return nil, nil, err
 	}
 	return delegationKey, cipher, nil
+}
+
+// openStore opens the configured store as s.store.
+func (s *server) openStore(ctx context.Context, o serverOptions) (err error) {
+	var st tokenStore
+	switch s.cfg.Store {
+	case storeLocal:
+		st, err = newLocalStore(s.cfg.DataDir, o.now)
+	default:
+		// The client lives as long as the instance, so it must not
+		// inherit the cancellation of the request that happened to build
+		// it.
+		st, err = openFirestore(context.WithoutCancel(ctx), s.cfg.Project, s.cfg.FirestoreDatabase, o.storeTimeout, o.firestore...)
+	}
+	if err == nil {
+		s.store = st
+	}
+	return err
 }
 
 // newOAuthConfig is the consent flow's OAuth client, from the client JSON.
