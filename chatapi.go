@@ -24,6 +24,10 @@ func (s *server) callChat(ctx context.Context, token string, q *createSpaceReque
 	}
 	ctx = withBearer(ctx, token)
 	bo := gax.Backoff{Initial: 200 * time.Millisecond, Max: 5 * time.Second, Multiplier: 2}
+	// lastAnswer is Chat's last retryable failure. When the deadline ends
+	// the try after it, that failure is the answer: Chat did answer, and a
+	// 504 would blame a slowness nobody saw.
+	var lastAnswer error
 	for {
 		var (
 			got *chat.Space
@@ -42,9 +46,16 @@ func (s *server) callChat(ctx context.Context, token string, q *createSpaceReque
 			return got, nil
 		}
 		var ge *googleapi.Error
-		if !errors.As(err, &ge) || !retryable(ge.Code) {
+		if !errors.As(err, &ge) {
+			if lastAnswer != nil && ctx.Err() != nil {
+				return nil, lastAnswer
+			}
 			return nil, err
 		}
+		if !retryable(ge.Code) {
+			return nil, err
+		}
+		lastAnswer = err
 		wait := bo.Pause()
 		if ra := retryAfter(ge.Header); ra > 0 {
 			wait = ra

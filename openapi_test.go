@@ -573,7 +573,7 @@ func TestOpenAPI(t *testing.T) {
 			setup: func(t *testing.T) {
 				// A Retry-After beyond the request's deadline ends the retries.
 				e.google.InjectChatFaults(fakegoogle.ChatFault{Status: 429, RetryAfter: "60"})
-				t.Cleanup(func() { e.google.InjectChatFaults() })
+				t.Cleanup(e.google.ClearChatFaults)
 			}, code: 429},
 		{name: "a misconfigured instance", path: "/CreateSpace", body: `{"user":"alice@example.com","displayName":"x"}`, setup: misconfigured, code: 500},
 		{name: "no Chat app", path: "/CreateSpace", body: `{"user":"alice@example.com","displayName":"No app"}`,

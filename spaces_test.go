@@ -562,8 +562,21 @@ func TestChatFaults(t *testing.T) {
 			faults[i] = fakegoogle.ChatFault{Status: 500}
 		}
 		e.google.InjectChatFaults(faults...)
-		defer e.google.InjectChatFaults()
+		defer e.google.ClearChatFaults()
 		code, body := req("Down", "req-8")
+		checkJSONBody(t, body, 502, statusUpstreamError)
+		if code != 502 {
+			t.Errorf("got %d", code)
+		}
+	})
+	t.Run("500, then the retry hangs", func(t *testing.T) {
+		// The deadline cuts the retry, wherever it falls: Chat's 500 is
+		// the answer, not a 504.
+		e.srv.chatDeadline = 2 * time.Second
+		defer func() { e.srv.chatDeadline = 30 * time.Second }()
+		e.google.InjectChatFaults(fakegoogle.ChatFault{Status: 500}, fakegoogle.ChatFault{Latency: time.Hour})
+		defer e.google.ClearChatFaults()
+		code, body := req("Down then slow", "req-10")
 		checkJSONBody(t, body, 502, statusUpstreamError)
 		if code != 502 {
 			t.Errorf("got %d", code)

@@ -646,6 +646,13 @@ func (s *Server) InjectChatFaults(f ...ChatFault) {
 	s.chatFaults = append(s.chatFaults, f...)
 }
 
+// ClearChatFaults drops the queued faults that no call has consumed.
+func (s *Server) ClearChatFaults() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.chatFaults = nil
+}
+
 // SetChatLatency delays every Chat call by d.
 func (s *Server) SetChatLatency(d time.Duration) {
 	s.mu.Lock()

@@ -294,6 +294,13 @@ func TestChatFaults(t *testing.T) {
 		t.Errorf("TotalChatCalls: got %d, want 3", got)
 	}
 
+	// Cleared faults are not consumed by later calls.
+	s.InjectChatFaults(ChatFault{Status: 500}, ChatFault{Status: 500})
+	s.ClearChatFaults()
+	if _, err := svc.Spaces.Create(&chat.Space{DisplayName: "C", SpaceType: "SPACE"}).Do(); err != nil {
+		t.Errorf("call after ClearChatFaults: %v", err)
+	}
+
 	s.SetChatLatency(time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
