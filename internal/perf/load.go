@@ -6,7 +6,6 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -212,7 +211,7 @@ func FirstAnswer(ctx context.Context, bin string, env []string, logPath, base st
 			}
 		}
 		if p.Exited() {
-			return 0, nil, errors.New("perf: the process exited before answering; see " + logPath)
+			return 0, nil, p.exitedEarly("answering")
 		}
 		select {
 		case <-ctx.Done():

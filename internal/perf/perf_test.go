@@ -4,7 +4,9 @@ import (
 	"context"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -190,6 +192,49 @@ func TestNothingOutlives(t *testing.T) {
 	p.Stop()
 	if !p.Exited() || !refused(port) {
 		t.Errorf("after Stop: exited %v, port %d refused %v; want both", p.Exited(), port, refused(port))
+	}
+}
+
+// TestFreePortBelowTheEphemeralRange: the port a run binds again and again
+// is not one the kernel hands out for a listen on port 0 or a connection.
+func TestFreePortBelowTheEphemeralRange(t *testing.T) {
+	t.Parallel()
+	low := ephemeralLow()
+	if low <= fixedPortBase+1000 {
+		t.Skipf("the ephemeral range starts at %d: nothing below it to pick from", low)
+	}
+	for range 20 {
+		port, err := FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if port < fixedPortBase || port >= low {
+			t.Fatalf("FreePort: got %d, want one in [%d, %d)", port, fixedPortBase, low)
+		}
+	}
+}
+
+// TestExitedEarlyQuotesTheLog: a spawned process that exits before it
+// listens is reported with the end of its log, which the run's temporary
+// directory may not outlive.
+func TestExitedEarlyQuotesTheLog(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "fails")
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\necho 'listen tcp 127.0.0.1:1: bind: address already in use'\nexit 3\n"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	p, err := Spawn(bin, nil, filepath.Join(dir, "log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, err := FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = WaitListening(context.Background(), "http://127.0.0.1:"+strconv.Itoa(port), p)
+	if err == nil || !strings.Contains(err.Error(), "address already in use") || !strings.Contains(err.Error(), "exit status 3") {
+		t.Errorf("got %v, want the exit status and the log's last line", err)
 	}
 }
 

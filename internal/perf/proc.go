@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -74,6 +75,7 @@ func ModuleRoot() (string, error) {
 // Process is a spawned binary in a process group of its own.
 type Process struct {
 	cmd  *exec.Cmd
+	log  string // the file its output is appended to
 	done chan struct{}
 	err  error
 }
@@ -95,12 +97,24 @@ func Spawn(bin string, env []string, logPath string) (*Process, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("perf: start %s: %w", bin, err)
 	}
-	p := &Process{cmd: cmd, done: make(chan struct{})}
+	p := &Process{cmd: cmd, log: logPath, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		close(p.done)
 	}()
 	return p, nil
+}
+
+// exitedEarly is the error for a process that exited before it did what
+// was awaited (before): it quotes the end of the process's log, which
+// the caller's temporary directory may not outlive.
+func (p *Process) exitedEarly(before string) error {
+	<-p.done
+	tail := "(no log)"
+	if b, err := os.ReadFile(p.log); err == nil {
+		tail = string(b[max(0, len(b)-2048):])
+	}
+	return fmt.Errorf("perf: the process exited (%v) before %s; the end of %s:\n%s", p.err, before, p.log, tail)
 }
 
 // Pid is the process id.
@@ -194,12 +208,44 @@ func ReadCPU(pid int) (time.Duration, error) {
 	return time.Duration(ticks) * time.Second / clockTicks, nil
 }
 
-// FreePort returns a loopback port that was free a moment ago.
+// FreePort returns a loopback port that was free a moment ago, from below
+// the kernel's ephemeral range where it can. A run binds its ports again
+// and again (each cold start spawns its target anew), and between two
+// spawns a port of the ephemeral range may be handed to any process's
+// listen on port 0 or outgoing connection, as happens while tests run
+// beside it; a port below the range is taken only by an explicit bind.
 func FreePort() (int, error) {
+	if low := ephemeralLow(); low > fixedPortBase+1000 {
+		for range 100 {
+			port := fixedPortBase + rand.IntN(low-fixedPortBase)
+			if l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
+				l.Close()
+				return port, nil
+			}
+		}
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// fixedPortBase is the lowest port FreePort picks: the ports below it are
+// where services conventionally listen.
+const fixedPortBase = 10000
+
+// ephemeralLow is the first port of the kernel's ephemeral range, or 0
+// where it cannot be read.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0
+	}
+	var low, high int
+	if n, _ := fmt.Sscan(string(b), &low, &high); n != 2 {
+		return 0
+	}
+	return low
 }

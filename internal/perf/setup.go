@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -343,7 +342,7 @@ func WaitListening(ctx context.Context, base string, p *Process) error {
 			return nil
 		}
 		if p != nil && p.Exited() {
-			return errors.New("perf: the process exited before listening; see its log")
+			return p.exitedEarly("listening")
 		}
 		select {
 		case <-ctx.Done():
