@@ -579,9 +579,8 @@ type unauthCase struct{ name, authz, why string }
 // in logs.
 func lastRefusal(logs string) string {
 	why := ""
-	for _, line := range strings.Split(logs, "\n") {
-		var l struct{ Message, Reason string }
-		if json.Unmarshal([]byte(line), &l) == nil && l.Message == "request not from Google Chat refused" {
+	for _, l := range logEntries(logs) {
+		if l.Message == "request not from Google Chat refused" {
 			why = l.Reason
 		}
 	}

@@ -2,7 +2,6 @@ package chatauth
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -150,9 +149,8 @@ func spacesWithRequestID(g *fakegoogle.Server, requestID string) []fakegoogle.Sp
 // function logged, in order.
 func failureCauses(logs, function string) []string {
 	var out []string
-	for _, line := range strings.Split(logs, "\n") {
-		var l struct{ Message, Function, Error string }
-		if json.Unmarshal([]byte(line), &l) == nil && l.Message == "request failed" && l.Function == function {
+	for _, l := range logEntries(logs) {
+		if l.Message == "request failed" && l.Function == function {
 			out = append(out, l.Error)
 		}
 	}

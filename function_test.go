@@ -285,6 +285,21 @@ func newTestEnv(t *testing.T, storeKind string, edit ...func(*Config)) *testEnv 
 	return e
 }
 
+// logEntry is what the log-reading tests look at in one JSON log line.
+type logEntry struct{ Message, Function, Reason, Error string }
+
+// logEntries parses the JSON lines of logs, skipping any that are not.
+func logEntries(logs string) []logEntry {
+	var out []logEntry
+	for _, line := range strings.Split(logs, "\n") {
+		var l logEntry
+		if json.Unmarshal([]byte(line), &l) == nil {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
 // checkLogs fails the test if any secret value appears in its logs.
 func (e *testEnv) checkLogs(issued []string) {
 	e.t.Helper()

@@ -313,12 +313,13 @@ func startGcloudCLI(gcloud string) error {
 // stopGcloudCLI ends the driver, if a test started it: it exits at the
 // end of its requests.
 func stopGcloudCLI() {
-	if gcloudCLI.cmd == nil {
-		return
+	if gcloudCLI.cmd != nil {
+		gcloudCLI.requests.Close()
+		gcloudCLI.cmd.Wait()
 	}
-	gcloudCLI.requests.Close()
-	gcloudCLI.cmd.Wait()
-	os.RemoveAll(gcloudCLI.config)
+	if gcloudCLI.config != "" { // also when the driver failed to start
+		os.RemoveAll(gcloudCLI.config)
+	}
 }
 
 // gcloudParse runs each command line through gcloud, offline and without
